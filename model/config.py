@@ -1,0 +1,408 @@
+"""Configuration as plain dataclasses: one object per trial flows through data, model and trainer.
+
+Sections mirror Style-Bert-VITS2's ``config.json`` (``data`` / ``model`` / ``train``) and use its key
+names, so a public config loads unchanged; keys this project does not know are *reported* (returned by
+``load_sbv2_config`` and logged by callers), never silently dropped from the saved copy.
+
+Project-only settings (corpus, data hours, discriminator width, evaluation, tracking) live in the same
+dataclasses with names that do not clash with the public ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# ----------------------------------------------------------------------------------------------------
+# sections
+
+
+@dataclass
+class DataConfig:
+    # --- Style-Bert-VITS2 `data` keys ---
+    training_files: str = ""
+    validation_files: str = ""
+    max_wav_value: float = 32768.0
+    sampling_rate: int = 44100
+    filter_length: int = 2048
+    hop_length: int = 512
+    win_length: int = 2048
+    n_mel_channels: int = 128
+    mel_fmin: float = 0.0
+    mel_fmax: float | None = None
+    add_blank: bool = True
+    n_speakers: int = 512
+    cleaned_text: bool = True
+    use_jp_extra: bool = True
+    spk2id: dict[str, int] = field(default_factory=dict)
+    num_styles: int = 1
+    style2id: dict[str, int] = field(default_factory=lambda: {"Neutral": 0})
+    # --- project keys ---
+    corpus: str = "builtin"  # "builtin" (offline synthetic corpus), a directory or an esd.list path
+    corpus_format: str = "auto"  # auto | esd | jsut | jvs | builtin
+    builtin_hours: float = 0.5  # size of the built-in corpus when corpus == "builtin"
+    builtin_seed: int = 0
+    corpus_dir: str = "data/corpus"  # where corpora we build (builtin) are written
+    cache_dir: str = "data/cache"  # shared feature cache (keyed by feature settings, not the model)
+    data_hours: float | None = None  # training subset size in hours (nested); None = everything
+    subset_seed: int = 0
+    val_utterances: int = 8  # fixed held-out set, disjoint from every training subset
+    min_duration_s: float = 0.3
+    max_duration_s: float = 15.0
+    strict: bool = False  # strict validation fails on the first bad item; lenient skips and reports
+    use_bert: bool = False  # False: BERT features are zeros (offline demo); True: computed and cached
+    bert_model: str = "ku-nlp/deberta-v2-large-japanese-char-wwm"
+    bert_dim: int = 1024
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    # --- Style-Bert-VITS2 `model` keys ---
+    use_spk_conditioned_encoder: bool = True
+    use_noise_scaled_mas: bool = True
+    use_mel_posterior_encoder: bool = False
+    use_duration_discriminator: bool = False  # JP-Extra default
+    use_wavlm_discriminator: bool = True  # JP-Extra ships it on; see `wavlm_discriminator` below
+    inter_channels: int = 192
+    hidden_channels: int = 192
+    filter_channels: int = 768
+    n_heads: int = 2
+    n_layers: int = 6
+    kernel_size: int = 3
+    p_dropout: float = 0.1
+    resblock: str = "1"
+    resblock_kernel_sizes: list[int] = field(default_factory=lambda: [3, 7, 11])
+    resblock_dilation_sizes: list[list[int]] = field(default_factory=lambda: [[1, 3, 5], [1, 3, 5], [1, 3, 5]])
+    upsample_rates: list[int] = field(default_factory=lambda: [8, 8, 2, 2, 2])
+    upsample_initial_channel: int = 512
+    upsample_kernel_sizes: list[int] = field(default_factory=lambda: [16, 16, 8, 2, 2])
+    n_layers_q: int = 3
+    use_spectral_norm: bool = False
+    gin_channels: int = 512
+    use_transformer_flow: bool = True
+    n_layers_trans_flow: int = 6
+    n_flow_layer: int = 4
+    flow_share_parameter: bool = False
+    slm: dict[str, Any] = field(
+        default_factory=lambda: {
+            "model": "microsoft/wavlm-base-plus",
+            "sr": 16000,
+            "hidden": 768,
+            "nlayers": 13,
+            "initial_channel": 64,
+        }
+    )
+    # --- project keys ---
+    n_vocab: int | None = None  # None: size of model.text.symbols table
+    num_tones: int | None = None  # None: from model.text.symbols
+    num_languages: int | None = None  # None: from model.text.symbols
+    bert_dim: int = 1024  # BERT feature input size; 0 disables the projection
+    style_dim: int = 256  # style vector size; 0 disables the projection
+    wavlm_discriminator: bool = False  # actually build the WavLM discriminator (needs pretrained WavLM)
+    disc_width: float = 1.0  # channel multiplier of every discriminator (1.0 = public sizes)
+    disc_periods: list[int] = field(default_factory=lambda: [2, 3, 5, 7, 11])
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class TrainConfig:
+    # --- Style-Bert-VITS2 `train` keys ---
+    log_interval: int = 200
+    eval_interval: int = 1000
+    seed: int = 42
+    epochs: int = 1000
+    learning_rate: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.8, 0.99])
+    eps: float = 1e-9
+    batch_size: int = 2
+    bf16_run: bool = True  # used on CUDA only; CPU runs fp32
+    fp16_run: bool = False
+    lr_decay: float = 0.99996
+    segment_size: int = 16384
+    init_lr_ratio: float = 1.0
+    warmup_epochs: int = 0
+    c_mel: float = 45.0
+    c_kl: float = 1.0
+    c_commit: float = 100.0
+    skip_optimizer: bool = False
+    freeze_ZH_bert: bool = False
+    freeze_JP_bert: bool = False
+    freeze_EN_bert: bool = False
+    freeze_emo: bool = False
+    freeze_style: bool = False
+    freeze_decoder: bool = False
+    # --- project keys ---
+    steps: int | None = None  # exact number of optimizer steps
+    compute_budget: float | None = None  # FLOPs; converted to steps with the measured FLOPs per step
+    c_dur: float = 1.0
+    c_adv: float = 1.0
+    c_fm: float = 1.0
+    grad_clip: float | None = 100.0
+    checkpoint_every: int = 0  # 0: only at the end (and at eval points)
+    keep_checkpoints: int = 2
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    deterministic: bool = False
+
+
+@dataclass
+class EvalConfig:
+    eval_every: int = 0  # 0: only at the end
+    n_utterances: int = 4  # held-out sentences synthesised per evaluation
+    mos_backend: str = "dnsmos"  # dnsmos | utmos | none
+    n_audio_samples: int = 2  # wavs logged per evaluation
+    noise_scale: float = 0.667
+    noise_scale_w: float = 0.8
+    length_scale: float = 1.0
+    seed: int = 1234  # fixes the noise of stochastic parts so evaluations are repeatable
+
+
+@dataclass
+class TrackingConfig:
+    uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db
+    experiment: str = "vits-scaling"
+    run_name: str | None = None
+    parent_run_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    log_checkpoint: bool = False
+
+
+@dataclass
+class TrialConfig:
+    """Everything one trial needs; built once (from YAML/JSON or a sweep point) and passed down."""
+
+    name: str = "trial"
+    trial_id: str = "0"
+    sweep: str | None = None
+    output_dir: str = "runs/trials/trial"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    axes: dict[str, Any] = field(default_factory=dict)  # the sweep coordinates that produced this trial
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, strict: bool = True, where: str = "config") -> TrialConfig:
+        return _build(cls, d, strict=strict, where=where)
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "tracking": TrackingConfig,
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the file and the field path."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# building dataclasses from dicts with errors that name the field
+
+
+def _build(cls: type, d: dict[str, Any] | None, *, strict: bool, where: str, unknown: list[str] | None = None):
+    if d is None:
+        return cls()
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in d.items():
+        path = f"{where}.{key}"
+        if key not in known:
+            if strict:
+                raise ConfigError(f"{path}: unknown field (allowed: {', '.join(sorted(known))})")
+            if unknown is not None:
+                unknown.append(path)
+            continue
+        sub = SECTIONS.get(key) if cls is TrialConfig else None
+        if sub is not None:
+            kwargs[key] = _build(sub, value, strict=strict, where=path, unknown=unknown)
+        else:
+            kwargs[key] = _coerce(known[key], value, path)
+    return cls(**kwargs)
+
+
+def _coerce(f: dataclasses.Field, value: Any, path: str) -> Any:
+    t = f.type if isinstance(f.type, str) else str(f.type)
+    if value is None:
+        if "None" in t:
+            return None
+        raise ConfigError(f"{path}: must not be null (type {t})")
+    base = t.replace(" | None", "")
+    try:
+        if base == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if base == "float":
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if base == "bool":
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if base == "str":
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+        if base.startswith("list") and not isinstance(value, list):
+            raise TypeError
+        if base.startswith("dict") and not isinstance(value, dict):
+            raise TypeError
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}: expected {t}, got {value!r}") from None
+    return copy.deepcopy(value)
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``override`` into a copy of ``base`` (mappings merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for k, v in (override or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("spk2id", "style2id", "tags"):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# files: Style-Bert-VITS2 config.json and this project's YAML
+
+
+def load_sbv2_config(path: str | Path) -> tuple[TrialConfig, list[str]]:
+    """Load a Style-Bert-VITS2 ``config.json``; returns the config and the list of unknown keys."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    unknown: list[str] = []
+    cfg = TrialConfig()
+    for section in ("data", "model", "train"):
+        if section in raw:
+            setattr(
+                cfg,
+                section,
+                _build(SECTIONS[section], raw[section], strict=False, where=f"{path.name}:{section}", unknown=unknown),
+            )
+    for key in raw:
+        if key not in ("data", "model", "train"):
+            unknown.append(f"{path.name}:{key}")
+    if "model_name" in raw:
+        cfg.name = str(raw["model_name"])
+    return cfg, unknown
+
+
+def save_sbv2_config(cfg: TrialConfig, path: str | Path) -> None:
+    """Write the ``data``/``model``/``train`` sections in Style-Bert-VITS2's layout (project keys included)."""
+    out = {
+        "model_name": cfg.name,
+        "version": "2.0-JP-Extra",
+        "data": asdict(cfg.data),
+        "model": asdict(cfg.model),
+        "train": asdict(cfg.train),
+    }
+    Path(path).write_text(json.dumps(out, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def load_config(path: str | Path) -> TrialConfig:
+    """Load a trial config from this project's YAML (or JSON in the same shape) or a SBV2 config.json."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: file not found")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        raw = json.loads(text)
+        if "model" in raw and ("inter_channels" in raw["model"] or "version" in raw):
+            cfg, _unknown = load_sbv2_config(path)
+            return cfg
+    else:
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}:{line} invalid YAML: {getattr(e, 'problem', e)}") from None
+    return TrialConfig.from_dict(raw, strict=True, where=str(path))
+
+
+def dump_config(cfg: TrialConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"n_layers": 6}} -> {"model.n_layers": 6}`` (for MLflow params and tables)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and k not in ("spk2id", "style2id"):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# named presets used by tests, the demo and the seed reproduction
+
+
+def tiny_config(sample_rate: int = 16000) -> TrialConfig:
+    """A model small enough for CPU tests: seconds per step with a tiny discriminator, low sample rate."""
+    cfg = TrialConfig(name="tiny")
+    d, m, t = cfg.data, cfg.model, cfg.train
+    d.sampling_rate = sample_rate
+    d.filter_length = d.win_length = 512
+    d.hop_length = 128
+    d.n_mel_channels = 40
+    d.n_speakers = 4
+    d.val_utterances = 4
+    m.inter_channels = m.hidden_channels = 32
+    m.filter_channels = 64
+    m.n_heads = 2
+    m.n_layers = 2
+    m.resblock = "2"
+    m.resblock_kernel_sizes = [3]
+    m.resblock_dilation_sizes = [[1, 3]]
+    m.upsample_rates = [8, 4, 4]
+    m.upsample_initial_channel = 64
+    m.upsample_kernel_sizes = [16, 8, 8]
+    m.n_layers_q = 2
+    m.gin_channels = 16
+    m.n_layers_trans_flow = 1
+    m.n_flow_layer = 2
+    m.bert_dim = 1024
+    m.style_dim = 256
+    m.use_wavlm_discriminator = False
+    m.disc_width = 1 / 16
+    m.disc_periods = [2, 3]
+    t.batch_size = 2
+    t.segment_size = 2048
+    t.log_interval = 10
+    return cfg
+
+
+def seed_large_config() -> TrialConfig:
+    """The seed experiment's '0.3 B-equivalent': inter/hidden 256, filter 2048, 16 heads, 24 layers."""
+    cfg = TrialConfig(name="sbv2-0.3b-equivalent")
+    cfg.model.inter_channels = cfg.model.hidden_channels = 256
+    cfg.model.filter_channels = 2048
+    cfg.model.n_heads = 16
+    cfg.model.n_layers = 24
+    return cfg
