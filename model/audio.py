@@ -20,7 +20,9 @@ def _window(win_length: int, device: str, dtype: torch.dtype) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=32)
-def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None, device: str, dtype: torch.dtype):
+def _mel_basis(
+    sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None, device: str, dtype: torch.dtype
+):
     fb = torchaudio.functional.melscale_fbanks(
         n_freqs=n_fft // 2 + 1,
         f_min=fmin,
@@ -44,13 +46,17 @@ def spectrogram(wav: torch.Tensor, n_fft: int, hop: int, win: int) -> torch.Tens
     return torch.sqrt(spec.real.pow(2) + spec.imag.pow(2) + 1e-6)
 
 
-def spec_to_mel(spec: torch.Tensor, sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax=None) -> torch.Tensor:
+def spec_to_mel(
+    spec: torch.Tensor, sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax=None
+) -> torch.Tensor:
     """Linear magnitude (B, F, T) -> log mel (B, n_mels, T)."""
     basis = _mel_basis(sr, n_fft, n_mels, float(fmin), fmax, str(spec.device), spec.dtype)
     return torch.log(torch.clamp(basis @ spec, min=1e-5))
 
 
-def mel_spectrogram(wav: torch.Tensor, sr: int, n_fft: int, n_mels: int, hop: int, win: int, fmin=0.0, fmax=None):
+def mel_spectrogram(
+    wav: torch.Tensor, sr: int, n_fft: int, n_mels: int, hop: int, win: int, fmin=0.0, fmax=None
+):
     """Waveform -> log mel in one call (used for the mel loss on generated audio)."""
     return spec_to_mel(spectrogram(wav, n_fft, hop, win), sr, n_fft, n_mels, fmin, fmax)
 
@@ -58,7 +64,14 @@ def mel_spectrogram(wav: torch.Tensor, sr: int, n_fft: int, n_mels: int, hop: in
 def mel_from_config(wav: torch.Tensor, data_cfg) -> torch.Tensor:
     d = data_cfg
     return mel_spectrogram(
-        wav, d.sampling_rate, d.filter_length, d.n_mel_channels, d.hop_length, d.win_length, d.mel_fmin, d.mel_fmax
+        wav,
+        d.sampling_rate,
+        d.filter_length,
+        d.n_mel_channels,
+        d.hop_length,
+        d.win_length,
+        d.mel_fmin,
+        d.mel_fmax,
     )
 
 

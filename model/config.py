@@ -79,7 +79,9 @@ class ModelConfig:
     p_dropout: float = 0.1
     resblock: str = "1"
     resblock_kernel_sizes: list[int] = field(default_factory=lambda: [3, 7, 11])
-    resblock_dilation_sizes: list[list[int]] = field(default_factory=lambda: [[1, 3, 5], [1, 3, 5], [1, 3, 5]])
+    resblock_dilation_sizes: list[list[int]] = field(
+        default_factory=lambda: [[1, 3, 5], [1, 3, 5], [1, 3, 5]]
+    )
     upsample_rates: list[int] = field(default_factory=lambda: [8, 8, 2, 2, 2])
     upsample_initial_channel: int = 512
     upsample_kernel_sizes: list[int] = field(default_factory=lambda: [16, 16, 8, 2, 2])
@@ -213,7 +215,9 @@ class ConfigError(ValueError):
 # building dataclasses from dicts with errors that name the field
 
 
-def _build(cls: type, d: dict[str, Any] | None, *, strict: bool, where: str, unknown: list[str] | None = None):
+def _build(
+    cls: type, d: dict[str, Any] | None, *, strict: bool, where: str, unknown: list[str] | None = None
+):
     if d is None:
         return cls()
     if not isinstance(d, dict):
@@ -300,7 +304,13 @@ def load_sbv2_config(path: str | Path) -> tuple[TrialConfig, list[str]]:
             setattr(
                 cfg,
                 section,
-                _build(SECTIONS[section], raw[section], strict=False, where=f"{path.name}:{section}", unknown=unknown),
+                _build(
+                    SECTIONS[section],
+                    raw[section],
+                    strict=False,
+                    where=f"{path.name}:{section}",
+                    unknown=unknown,
+                ),
             )
     for key in raw:
         if key not in ("data", "model", "train"):
@@ -344,7 +354,9 @@ def load_config(path: str | Path) -> TrialConfig:
 
 
 def dump_config(cfg: TrialConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    Path(path).write_text(
+        yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -24,7 +24,6 @@ app = typer.Typer(
 )
 
 
-
 @app.command()
 def version() -> None:
     """Print the installed vits-scaling version."""
