@@ -111,6 +111,9 @@ class ModelConfig:
     disc_width: float = 1.0  # channel multiplier of every discriminator (1.0 = public sizes)
     disc_periods: list[int] = field(default_factory=lambda: [2, 3, 5, 7, 11])
     gradient_checkpointing: bool = False
+    mas_impl: str = "auto"  # monotonic alignment search: auto (numba on CPU, torch on CUDA) | numba | torch
+    mas_noise_scale_initial: float = 0.01  # noise-scaled MAS (SBV2 train script values)
+    mas_noise_scale_delta: float = 2e-6  # subtracted per optimizer step, floored at 0
 
 
 @dataclass
