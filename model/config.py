@@ -174,6 +174,7 @@ class TrackingConfig:
     experiment: str = "vits-scaling"
     run_name: str | None = None
     parent_run_id: str | None = None
+    run_id: str | None = None  # this trial's MLflow run (pre-created by the sweep driver; else found by tags)
     tags: dict[str, str] = field(default_factory=dict)
     log_checkpoint: bool = False
 
