@@ -317,7 +317,7 @@ def load_sbv2_config(path: str | Path) -> tuple[TrialConfig, list[str]]:
                 ),
             )
     for key in raw:
-        if key not in ("data", "model", "train"):
+        if key not in ("data", "model", "train", "model_name", "version"):
             unknown.append(f"{path.name}:{key}")
     if "model_name" in raw:
         cfg.name = str(raw["model_name"])
@@ -343,7 +343,10 @@ def load_config(path: str | Path) -> TrialConfig:
         raise ConfigError(f"{path}: file not found")
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
-        raw = json.loads(text)
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
         if "model" in raw and ("inter_channels" in raw["model"] or "version" in raw):
             cfg, _unknown = load_sbv2_config(path)
             return cfg
