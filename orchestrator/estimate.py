@@ -1,0 +1,130 @@
+"""Sizes, steps and time estimates for a sweep plan, asking other packages lazily.
+
+* Parameter counts and FLOPs per step come from ``model.counting.model_info`` (meta-device count, cached per
+  model shape). If that package cannot be imported or fails, the table shows blanks and a note says why.
+* Corpus size comes from ``model.data.available_hours(data_cfg)`` when the data package provides it; for the
+  built-in corpus ``data.builtin_hours`` is known without it.
+* Time = steps x FLOPs per step / achieved FLOP/s + a per-trial overhead. Achieved FLOP/s is the sweep's
+  ``estimate.flops_per_s``, else (CPU) a quick matmul measurement x 0.25 (convolutions and small tensors run
+  far below peak), else (GPU) 3e13. It is an estimate and labelled as one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestrator.spec import Plan
+
+log = logging.getLogger(__name__)
+
+GPU_FLOPS_PER_S = 3e13  # ~10% of an H100's dense bf16 peak: small convolutional nets, mixed with I/O
+CPU_EFFICIENCY = 0.25
+_cpu_flops: float | None = None
+_measured: dict[str, dict[str, Any]] = {}
+
+
+def available_hours(data_cfg, notes: list[str] | None = None) -> float | None:
+    """Hours of training audio the configured corpus holds, or None if it cannot be told before launch."""
+    try:
+        from model import data as mdata
+
+        fn = getattr(mdata, "available_hours", None)
+    except Exception as e:  # the data package is not importable (yet)
+        fn = None
+        log.debug("model.data unavailable: %s", e)
+    if fn is not None:
+        try:
+            return float(fn(data_cfg))
+        except Exception as e:
+            if notes is not None:
+                notes.append(f"corpus size unknown ({type(e).__name__}: {e}); data_hours not checked")
+            return None
+    if data_cfg.corpus == "builtin":
+        return float(data_cfg.builtin_hours)
+    if notes is not None:
+        notes.append("corpus size unknown (model.data.available_hours missing); data_hours not checked")
+    return None
+
+
+def measure(cfg) -> dict[str, Any]:
+    """``{"params_generator", "params_discriminator", "flops_per_step"}`` or ``{"error": ...}`` (cached per shape)."""
+    key = json.dumps(
+        [asdict(cfg.model), asdict(cfg.data), cfg.train.batch_size, cfg.train.segment_size], default=str
+    )
+    if key not in _measured:
+        try:
+            from model.counting import model_info
+
+            info = model_info(cfg)
+            _measured[key] = {
+                "params_generator": int(info["generator"]["total"]),
+                "params_discriminator": int(info["discriminator"]["total"]),
+                "flops_per_step": float(info["flops_per_step"]),
+            }
+        except Exception as e:
+            _measured[key] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+    return dict(_measured[key])
+
+
+def cpu_flops_per_s() -> float:
+    """Achieved single-trial FLOP/s on this CPU (fp32 matmul, one thread per trial CPU) x efficiency."""
+    global _cpu_flops
+    if _cpu_flops is None:
+        import torch
+
+        n = 256
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < 0.2:
+            a @ b
+            reps += 1
+        _cpu_flops = 2 * n**3 * reps / (time.perf_counter() - t0) * CPU_EFFICIENCY
+    return _cpu_flops
+
+
+def estimate_plan(plan: Plan) -> None:
+    """Fill sizes, steps and time for every trial; move points whose budget is below one step to skipped."""
+    from orchestrator.spec import Skipped
+
+    spec = plan.spec
+    rate = spec.estimate.flops_per_s
+    if rate is None:
+        rate = GPU_FLOPS_PER_S if spec.resources.gpu > 0 else None
+    errors: set[str] = set()
+    kept = []
+    for tp in plan.trials:
+        info = measure(tp.config)
+        if "error" in info:
+            errors.add(info["error"])
+        tp.params_generator = info.get("params_generator")
+        tp.params_discriminator = info.get("params_discriminator")
+        tp.flops_per_step = info.get("flops_per_step")
+        t = tp.config.train
+        if t.steps:
+            tp.steps = int(t.steps)
+        elif t.compute_budget and tp.flops_per_step:
+            if t.compute_budget < tp.flops_per_step:
+                plan.skipped.append(
+                    Skipped(
+                        tp.trial_id,
+                        tp.axes,
+                        tp.seed,
+                        f"compute_budget {t.compute_budget:.3g} FLOPs is less than one training step "
+                        f"({tp.flops_per_step:.3g} FLOPs/step)",
+                    )
+                )
+                continue
+            tp.steps = int(t.compute_budget // tp.flops_per_step)
+        if tp.steps and tp.flops_per_step:
+            r = rate if rate is not None else cpu_flops_per_s()
+            tp.est_seconds = tp.steps * tp.flops_per_step / r + spec.estimate.overhead_s
+        kept.append(tp)
+    plan.trials = kept
+    for e in sorted(errors):
+        plan.notes.append(f"sizes/FLOPs unavailable: {e}")
