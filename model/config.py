@@ -60,6 +60,9 @@ class DataConfig:
     bert_model: str = "ku-nlp/deberta-v2-large-japanese-char-wwm"
     bert_dim: int = 1024
     num_workers: int = 0
+    builtin_speakers: int = 4  # synthetic speakers of the built-in corpus (pitch/speed variants of one voice)
+    cache_mel: bool = False  # also store log-mel in the feature cache (the trainer derives it from spec)
+    prepare_workers: int = 0  # processes for corpus synthesis/validation/features; 0 = auto
 
 
 @dataclass
