@@ -157,6 +157,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     deterministic: bool = False
+    scheduler_per: str = "epoch"  # epoch (SBV2: lr_decay once per epoch) | step (independent of data size)
 
 
 @dataclass
@@ -169,6 +170,9 @@ class EvalConfig:
     noise_scale_w: float = 0.8
     length_scale: float = 1.0
     seed: int = 1234  # fixes the noise of stochastic parts so evaluations are repeatable
+    sdp_ratio: float = 0.0  # synthesis: share of the stochastic duration predictor (SBV2 infer default 0)
+    nelbo_laplace_scale: float | None = None  # b of the Laplace mel likelihood; None: n_mel_channels / c_mel
+    intonation_metrics: bool = True  # MCD / log-F0 / V-UV against the references (CPU, ~0.5 s per pair)
 
 
 @dataclass
