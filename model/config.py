@@ -117,6 +117,8 @@ class ModelConfig:
     mas_impl: str = "auto"  # monotonic alignment search: auto (numba on CPU, torch on CUDA) | numba | torch
     mas_noise_scale_initial: float = 0.01  # noise-scaled MAS (SBV2 train script values)
     mas_noise_scale_delta: float = 2e-6  # subtracted per optimizer step, floored at 0
+    sdp_filter_channels: int = 192  # stochastic duration predictor width (public: fixed 192)
+    dp_filter_channels: int = 256  # deterministic duration predictor width (public: fixed 256)
 
 
 @dataclass
