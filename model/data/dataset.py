@@ -3,7 +3,8 @@
 Batch (the shared contract): ``phones`` ``tones`` ``languages`` (B, T) long, ``phone_lengths`` (B,),
 ``bert`` (B, bert_dim, T) (zeros when BERT is off), ``style`` (B, style_dim) zeros, ``spec``
 (B, n_fft // 2 + 1, F) linear magnitude, ``spec_lengths`` (B,), ``wav`` (B, 1, F * hop) in [-1, 1] at
-``sampling_rate``, ``wav_lengths`` (B,), ``speakers`` (B,), ``ids`` list[str]. Padding is 0 everywhere.
+``sampling_rate``, ``wav_lengths`` (B,), ``speakers`` (B,), ``ids`` list[str]. Padding is 0 everywhere; items are ordered
+longest spectrogram first.
 
 The sampler's batches are a pure function of (seed, epoch): a run resumed mid-epoch rebuilds the same
 order and skips the batches it already trained on (``skip_batches``).
@@ -67,6 +68,8 @@ class TTSDataset(Dataset):
 
 
 def collate(batch: list[dict], bert_dim: int, style_dim: int) -> dict:
+    """Pad and stack; items are ordered longest spectrogram first (as Style-Bert-VITS2's collate does)."""
+    batch = sorted(batch, key=lambda b: -b["spec"].shape[1])
     B = len(batch)
     T = max(b["phones"].numel() for b in batch)
     F = max(b["spec"].shape[1] for b in batch)

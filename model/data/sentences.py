@@ -317,6 +317,7 @@ def _templates(rng: random.Random, thing: str) -> list:
         lambda: f"{n}時{rng.randrange(0, 60)}分に{pl}の前で{p}を待っています。",
         lambda: f"{thing}を{vt[5]}で、{f}を{vf[2]}。",
         lambda: f"{p}、{adv}{vg[4]}ください！",
+        lambda: f"{thing}―それが{p}の{an}なものです。",
     ]
 
 
@@ -326,7 +327,7 @@ def sentence(seed: int, i: int) -> str:
     thing = COVERAGE_WORDS[i] if i < len(COVERAGE_WORDS) else _c(rng, THINGS + DRINKS)
     templates = _templates(rng, thing)
     if i < len(COVERAGE_WORDS):  # keep the coverage word in a pattern that uses {thing}
-        return templates[(2, 3, 6, 7, 8, 12, 16, 18)[i % 8]]()
+        return templates[(2, 3, 6, 7, 8, 12, 16, 18, 22)[i % 9]]()
     return _c(rng, templates)()
 
 

@@ -42,7 +42,7 @@ class BertFeaturizer:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
             self.model = AutoModel.from_pretrained(name_or_path)
-        except OSError as e:
+        except (OSError, ValueError) as e:
             raise FileNotFoundError(
                 f"BERT model {name_or_path!r} could not be loaded ({e}). Give a local directory in "
                 "data.bert_model, pre-download it into the Hugging Face cache, or set data.use_bert: false."

@@ -107,11 +107,16 @@ def symbol_table() -> dict:
 def check_symbol_table(saved: dict, where: str = "checkpoint") -> None:
     """Raise if a saved table is not a prefix of the current one (ids would change meaning)."""
     syms = list(saved.get("symbols", []))
-    if syms != SYMBOLS[: len(syms)]:
-        bad = next(i for i, (a, b) in enumerate(zip(syms, SYMBOLS, strict=False)) if a != b) if syms else 0
+    if len(syms) > NUM_SYMBOLS:
         raise ValueError(
-            f"{where}: phone symbol table differs from this code's at id {bad} "
-            f"(saved {syms[bad : bad + 3]!r}, current {SYMBOLS[bad : bad + 3]!r}); the model's ids would change meaning"
+            f"{where}: phone symbol table has {len(syms)} symbols, more symbols than this code's {NUM_SYMBOLS} "
+            f"(newer table: {syms[NUM_SYMBOLS : NUM_SYMBOLS + 3]!r}...)"
         )
+    for i, (a, b) in enumerate(zip(syms, SYMBOLS, strict=False)):
+        if a != b:
+            raise ValueError(
+                f"{where}: phone symbol table differs from this code's at id {i} (saved {a!r}, current {b!r}); "
+                "the model's ids would change meaning"
+            )
     if saved.get("num_tones", NUM_TONES) != NUM_TONES:
         raise ValueError(f"{where}: num_tones {saved.get('num_tones')} != {NUM_TONES}")

@@ -1,10 +1,180 @@
-"""CLI: data commands."""
+"""CLI: data commands (``vits-scaling data synth|prepare|info|g2p``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+data_app = typer.Typer(
+    help="Corpora and features: build the offline corpus, validate a corpus, fill the shared feature cache.",
+    no_args_is_help=True,
+)
+
+_CONFIG = typer.Option(None, "--config", "-c", help="trial YAML/JSON or SBV2 config.json (default: defaults)")
+_JSON = typer.Option(False, "--json", help="print one JSON object")
+
+
+def _config(path: Path | None, corpus: str | None):
+    from orchestrator.commands.model import load_any_config
+
+    cfg, _unknown = load_any_config(path)
+    if corpus is not None:
+        cfg.data.corpus = corpus
+        if corpus != "builtin" and cfg.data.corpus_format == "builtin":
+            cfg.data.corpus_format = "auto"
+    return cfg
+
+
+def _errors():
+    from model.config import ConfigError
+    from model.data.corpus import CorpusError
+    from model.data.subsets import NotEnoughDataError
+    from model.data.validate import DataValidationError
+    from orchestrator.commands._common import clean_errors
+
+    return clean_errors(
+        ConfigError, CorpusError, DataValidationError, NotEnoughDataError, ValueError, FileNotFoundError
+    )
+
+
+@data_app.command("synth")
+def synth(
+    hours: float = typer.Option(..., "--hours", "-H", help="hours of audio to synthesise"),
+    out: Path = typer.Option(..., "--out", "-o", help="output directory (esd.list + wavs/)"),
+    seed: int = typer.Option(
+        0, "--seed", help="sentence generator seed (same seed: same corpus, byte for byte)"
+    ),
+    sample_rate: int = typer.Option(22050, "--sample-rate", help="output sample rate (Hz)"),
+    speakers: int = typer.Option(
+        4, "--speakers", help="synthetic speakers (pitch/speed variants of one voice)"
+    ),
+    workers: int = typer.Option(0, "--workers", help="processes (0: all cores, at most 8)"),
+    as_json: bool = _JSON,
+) -> None:
+    """Build the built-in offline corpus: generated sentences spoken by Open JTalk's HTS voice."""
+    from model.data.builtin import build_builtin_corpus
+    from orchestrator.commands._common import console, print_json
+
+    with _errors():
+        c = build_builtin_corpus(
+            out, hours, seed, sample_rate, speakers, workers or None, progress=not as_json
+        )
+    res = {
+        "esd_list": str(c.esd_list),
+        "utterances": c.n_items,
+        "hours": round(c.hours, 4),
+        "synthesized": c.synthesized,
+        "reused": c.synthesized == 0,
+        "synth_seconds": round(c.synth_seconds, 2),
+    }
+    if as_json:
+        print_json(res)
+        return
+    what = "reused (already built)" if res["reused"] else f"synthesised {c.synthesized} utterances"
+    console.print(f"{c.esd_list}: {c.n_items} utterances, {c.hours:.3f} h, {what}")
+
+
+@data_app.command("prepare")
+def prepare(
+    corpus: str = typer.Argument(
+        ..., help="'builtin', a corpus directory (JSUT, JVS, esd.list dir) or esd.list"
+    ),
+    config: Path | None = _CONFIG,
+    hours: float | None = typer.Option(None, "--hours", help="only this training subset (data.data_hours)"),
+    workers: int = typer.Option(0, "--workers", help="processes (0: data.prepare_workers or auto)"),
+    as_json: bool = _JSON,
+) -> None:
+    """Validate a corpus and fill the shared feature cache; a second run does no work."""
+    from model.data import prepare_data
+    from orchestrator.commands._common import console, print_json
+
+    with _errors():
+        cfg = _config(config, corpus)
+        if hours is not None:
+            cfg.data.data_hours = hours
+        p = prepare_data(cfg, progress=not as_json, workers=workers or None)
+    s = p.summary()
+    if as_json:
+        print_json(s)
+        return
+    from rich.table import Table
+
+    t = Table(title=f"prepared {s['corpus']}")
+    t.add_column("")
+    t.add_column("computed", justify="right")
+    t.add_column("reused", justify="right")
+    t.add_row("audio features", str(s["audio_computed"]), str(s["audio_reused"]))
+    t.add_row("text features", str(s["text_computed"]), str(s["text_reused"]))
+    console.print(t)
+    console.print(
+        f"{s['utterances']} utterances ({s['dropped']} dropped), {s['speakers']} speakers; training subset "
+        f"{s['data_hours']:.3f} h of {s['available_hours']:.3f} h available, {s['val_utterances']} held out"
+    )
+    console.print(f"cache: {s['audio_cache']}  {s['text_cache']}")
+    if s["dropped"]:
+        console.print(f"dropped items: {Path(s['manifest_dir']) / 'dropped.tsv'}")
+
+
+@data_app.command("info")
+def info(
+    corpus: str = typer.Argument(..., help="'builtin', a corpus directory or esd.list"),
+    config: Path | None = _CONFIG,
+    as_json: bool = _JSON,
+) -> None:
+    """Validate a corpus (cached) and print its size, speakers, available hours and dropped items."""
+    from collections import Counter
+
+    from model.data import load_validated_manifest
+    from model.data.subsets import split
+    from orchestrator.commands._common import console, print_json
+
+    with _errors():
+        cfg = _config(config, corpus)
+        d = cfg.data
+        info_, items, report, mdir = load_validated_manifest(d, progress=not as_json)
+        sp = split(items, d.val_utterances, d.subset_seed)
+    spk = Counter(i.speaker for i in items)
+    res = {
+        "corpus": str(info_.path),
+        "format": info_.format,
+        "utterances": len(items),
+        "hours": round(sum(i.duration for i in items) / 3600, 4),
+        "available_hours": round(sp.available_hours, 4),
+        "val_utterances": len(sp.heldout),
+        "speakers": dict(sorted(spk.items())),
+        "dropped": report.counts(),
+        "dropped_list": str(mdir / "dropped.tsv"),
+    }
+    if as_json:
+        print_json(res)
+        return
+    console.print(
+        f"{res['corpus']} ({res['format']}): {res['utterances']} utterances, {res['hours']:.3f} h, "
+        f"{len(spk)} speakers; {res['available_hours']:.3f} h available for training after holding out "
+        f"{res['val_utterances']}"
+    )
+    if report.dropped:
+        console.print(f"dropped {len(report.dropped)}: {res['dropped']} (list: {res['dropped_list']})")
+
+
+@data_app.command("g2p")
+def g2p_cmd(text: str = typer.Argument(..., help="Japanese text"), as_json: bool = _JSON) -> None:
+    """Show the normalised text, phones with tones, and word2ph of a sentence."""
+    from model.text.g2p import g2p
+    from orchestrator.commands._common import console, print_json
+
+    r = g2p(text)
+    if as_json:
+        print_json({"text": r.text, "phones": r.phones, "tones": r.tones, "word2ph": r.word2ph})
+        return
+    console.print(f"text:    {r.text}")
+    console.print(
+        "phones:  " + " ".join(f"{p}{'↑' if t else ''}" for p, t in zip(r.phones, r.tones, strict=True))
+    )
+    console.print(f"word2ph: {r.word2ph}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the top-level app."""
-    return None
+    app.add_typer(data_app, name="data")
