@@ -499,6 +499,8 @@ class SynthesizerTrn(nn.Module):
         mas_noise_scale_delta: float = 2e-6,
         mas_impl: str = "auto",
         gradient_checkpointing: bool = False,
+        sdp_filter_channels: int = 192,
+        dp_filter_channels: int = 256,
     ):
         super().__init__()
         self.segment_size = segment_size  # frames
@@ -555,8 +557,10 @@ class SynthesizerTrn(nn.Module):
             self.flow = ResidualCouplingBlock(
                 inter_channels, hidden_channels, 5, 1, n_flow_layer, gin_channels=gin_channels
             )
-        self.sdp = StochasticDurationPredictor(hidden_channels, 192, 3, 0.5, 4, gin_channels=gin_channels)
-        self.dp = DurationPredictor(hidden_channels, 256, 3, 0.5, gin_channels=gin_channels)
+        self.sdp = StochasticDurationPredictor(
+            hidden_channels, sdp_filter_channels, 3, 0.5, 4, gin_channels=gin_channels
+        )
+        self.dp = DurationPredictor(hidden_channels, dp_filter_channels, 3, 0.5, gin_channels=gin_channels)
         self.emb_g = nn.Embedding(n_speakers, gin_channels)
         self.set_gradient_checkpointing(gradient_checkpointing)
 
@@ -633,6 +637,8 @@ class SynthesizerTrn(nn.Module):
             mas_noise_scale_delta=m.mas_noise_scale_delta,
             mas_impl=m.mas_impl,
             gradient_checkpointing=m.gradient_checkpointing,
+            sdp_filter_channels=m.sdp_filter_channels,
+            dp_filter_channels=m.dp_filter_channels,
         )
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:

@@ -85,39 +85,46 @@ def maximum_path_numba(value: Tensor, mask: Tensor) -> Tensor:
 
 @torch.no_grad()
 def maximum_path_torch(value: Tensor, mask: Tensor) -> Tensor:
-    """Batched MAS in tensor ops: vectorised over batch and tokens, one loop step per frame (fwd + back)."""
+    """Batched MAS in tensor ops: vectorised over batch and tokens, a few kernels per frame (fwd + back).
+
+    Out-of-band cells hold -1e9, so ``Q[y-1, y]`` (the "stay" option on the diagonal) is already the
+    impossible value and the recurrence needs no special case; a leading column stands for token -1
+    (0 before the first frame, impossible afterwards).
+    """
     b, t_max_y, t_max_x = value.shape
     dev = value.device
     t_y, t_x = _lengths(mask)
     v = value.detach().float()
-    neg = torch.tensor(float(NEG), device=dev)
-    xs = torch.arange(t_max_x, device=dev).unsqueeze(0)  # (1, T_x)
-    lo = (t_x + 0 - t_y).unsqueeze(1)  # band lower bound at y is lo + y
-    hi = t_x.unsqueeze(1)  # x < t_x
-    q = torch.full((b, t_max_y, t_max_x), float(NEG), device=dev)
-    prev = torch.full((b, t_max_x), float(NEG), device=dev)
-    first = torch.full((b, 1), float(NEG), device=dev)
+    neg = float(NEG)
+    ys = torch.arange(t_max_y, device=dev).view(1, -1, 1)
+    xs = torch.arange(t_max_x, device=dev).view(1, 1, -1)
+    band = (xs >= (t_x - t_y).view(-1, 1, 1) + ys) & (xs <= ys) & (xs < t_x.view(-1, 1, 1))
+    v = v.masked_fill(~band, 0.0)  # keep non-finite padding out of the sums
+    q = torch.empty(b, t_max_y, t_max_x, device=dev)
+    buf = torch.full((b, t_max_x + 1), neg, device=dev)  # [Q[y-1, -1], Q[y-1, 0], ..., Q[y-1, T_x-1]]
+    buf[:, 0] = 0.0
     for y in range(t_max_y):
-        v_cur = torch.where(xs == y, neg, prev)
-        start = torch.zeros_like(first) if y == 0 else first
-        v_prev = torch.cat([start, prev[:, :-1]], 1)
-        cur = v[:, y] + torch.maximum(v_prev, v_cur)
-        band = (xs >= lo + y) & (xs <= y) & (xs < hi)
-        cur = torch.where(band, cur, neg)
+        cur = v[:, y] + torch.maximum(buf[:, :-1], buf[:, 1:])
+        cur = torch.where(band[:, y], cur, neg)
         q[:, y] = cur
-        prev = cur
-    path = torch.zeros(b, t_max_y, t_max_x, dtype=value.dtype, device=dev)
-    index = (t_x - 1).clamp(min=0)
-    ar = torch.arange(b, device=dev)
+        buf[:, 1:] = cur
+        if y == 0:
+            buf[:, 0] = neg
+    # where the backward pass moves to the previous token, for every cell at once
+    move = torch.zeros(b, t_max_y, t_max_x, dtype=torch.long, device=dev)
+    if t_max_y > 1 and t_max_x > 1:
+        stay_v, move_v = q[:, :-1, 1:], q[:, :-1, :-1]
+        diag = xs[:, :, 1:] == ys[:, 1:]
+        move[:, 1:, 1:] = (diag | (stay_v < move_v)).long()
+    active = (ys.view(1, -1) < t_y.view(-1, 1)) & (t_x > 0).view(-1, 1)  # (B, T_y)
+    move = move * active.unsqueeze(-1)
+    index = (t_x - 1).clamp(min=0).unsqueeze(1)  # (B, 1)
+    tokens = torch.empty(b, t_max_y, dtype=torch.long, device=dev)
     for y in range(t_max_y - 1, -1, -1):
-        active = (y < t_y) & (t_x > 0)
-        path[ar, y, index] = active.to(path.dtype)
-        if y > 0:
-            row = q[:, y - 1]
-            stay = row.gather(1, index.unsqueeze(1)).squeeze(1)
-            move = row.gather(1, (index - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
-            step = active & (index != 0) & ((index == y) | (stay < move))
-            index = index - step.long()
+        tokens[:, y : y + 1] = index
+        index = index - move[:, y].gather(1, index)
+    path = torch.zeros(b, t_max_y, t_max_x, dtype=value.dtype, device=dev)
+    path.scatter_(2, tokens.unsqueeze(-1), active.unsqueeze(-1).to(value.dtype))
     return path
 
 

@@ -19,6 +19,7 @@ from model.transforms import piecewise_rational_quadratic_transform
 
 def _tiny(dropout: float | None = None, **model_overrides) -> tuple[TrialConfig, SynthesizerTrn]:
     cfg = tiny_config()
+    cfg.model.sdp_filter_channels = cfg.model.dp_filter_channels = 32  # public widths are fixed 192/256
     if dropout is not None:
         cfg.model.p_dropout = dropout
     for k, v in model_overrides.items():
