@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import soundfile as sf
 from fixtures_data import CORPUS_HOURS, builtin_corpus  # noqa: F401 - fixture
 
@@ -65,3 +66,13 @@ def test_other_seed_other_sentences(tmp_path):
     assert lines and all("|mei_a|JP|" in line for line in lines)
     x, sr = sf.read(a.dir / "wavs" / "utt000000.wav")
     assert sr == 8000
+
+
+@pytest.mark.slow
+def test_parallel_build_is_byte_identical(builtin_corpus, tmp_path):  # noqa: F811
+    par = build_builtin_corpus(
+        tmp_path / "p", CORPUS_HOURS, seed=0, sample_rate=16000, speakers=2, workers=2, progress=False
+    )
+    assert par.esd_list.read_bytes() == builtin_corpus.esd_list.read_bytes()
+    for p in (builtin_corpus.dir / "wavs").glob("*.wav"):
+        assert (par.dir / "wavs" / p.name).read_bytes() == p.read_bytes()
