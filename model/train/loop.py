@@ -1,0 +1,310 @@
+"""``run_trial(cfg, sink)``: one trial from config to final metrics.
+
+Parts (each swappable, torchtitan-style): data (``data.py``), nets + optimizers + the step
+(``model.step``), budget (``budget.py``), checkpoints (``checkpoint.py``), evaluation (``evaluate.py``).
+
+The loop keeps the device busy: ``train_step`` returns detached device tensors; they are summed on the device
+and moved to the host in one transfer every ``train.log_interval`` steps, where the divergence guard
+looks at them (a non-finite loss ends the trial with status ``diverged``; nothing is raised). Logged at
+every log step: the mean losses since the last log, ``steps``, ``epoch``, ``lr``, ``flops`` (cumulative:
+steps x flops_per_step), ``data_seen_s`` (audio seconds of the batches trained on), ``data_hours``
+(unique hours of the training subset), throughput (``steps_per_s``, ``audio_s_per_s``). Once at step 0:
+parameter counts (total and per submodule), ``flops_per_step`` (measured with ``model.counting`` at
+the training set's mean utterance length), ``total_flops`` (planned), ``steps_planned``.
+
+CPU runs are reproducible (seeded; a resumed run ends with the same weights as an uninterrupted one).
+CUDA: TF32 matmuls, cudnn.benchmark, pinned memory, bf16 autocast from ``model.step`` when
+``train.bf16_run`` (fp32 otherwise), fused AdamW.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.config import TrialConfig
+from model.sink import Sink
+from model.train import checkpoint as ckpt
+from model.train.budget import Budget, plan_budget
+from model.train.data import TrialData
+from model.train.evaluate import evaluate, laplace_scale
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrialResult:
+    status: str  # finished | diverged | failed
+    steps: int
+    metrics: dict[str, float] = field(default_factory=dict)  # final evaluation (and last train losses)
+    checkpoint: str | None = None
+    output_dir: str = ""
+    message: str = ""
+
+
+class Diverged(Exception):
+    pass
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def setup_backends(device: torch.device, cfg: TrialConfig) -> None:
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = not cfg.train.deterministic
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def warm_numba_threads() -> None:
+    """The first numba ``parallel=True`` call (MAS) starts an OpenMP pool and changes torch's thread count
+    (1 -> cores). Trigger it once up front and restore the count, so every step of a run - and of a resumed
+    run - uses the same number of threads (and so the same float reduction order)."""
+    n = torch.get_num_threads()
+    try:
+        from model.mas import maximum_path
+
+        v = torch.zeros(1, 2, 2)
+        maximum_path(v, torch.ones(1, 2, 2), impl="numba")
+    except Exception:  # pragma: no cover - numba missing: nothing to warm
+        pass
+    torch.set_num_threads(n)
+
+
+def _static_metrics(cfg: TrialConfig, budget: Budget, data: TrialData) -> dict[str, float]:
+    from model.counting import parameter_counts
+
+    counts = parameter_counts(cfg)
+    m: dict[str, float] = {
+        "params_generator": counts["generator"]["total"],
+        "params_discriminator": counts["discriminator"]["total"],
+    }
+    for part, n in counts["generator"].items():
+        if part != "total":
+            m[f"params_{part}"] = n
+    for part, n in counts["discriminator"].items():
+        if part != "total":
+            m[f"params_disc_{part}"] = n
+    m.update(
+        flops_per_step=budget.flops_per_step,
+        total_flops=budget.total_flops,
+        steps_planned=budget.steps,
+        data_hours=data.data_hours,
+        available_hours=float(data.prepared.available_hours),
+        nelbo_laplace_scale=laplace_scale(cfg),
+        batches_per_epoch=data.batches_per_epoch(),
+    )
+    if budget.compute_budget is not None:
+        m["compute_budget"] = budget.compute_budget
+    return m
+
+
+def run_trial(
+    cfg: TrialConfig,
+    sink: Sink,
+    *,
+    resume: bool = True,
+    progress: Progress | None = None,
+    step_fn: Callable | None = None,
+    raise_errors: bool = True,
+) -> TrialResult:
+    """Train and evaluate one trial; see the module docstring.
+
+    ``step_fn(state, batch) -> dict[str, Tensor]`` replaces ``model.step.train_step`` (tests inject faults).
+    An exception marks the trial ``failed`` on the sink and is re-raised (the orchestrator retries from the
+    last checkpoint) unless ``raise_errors`` is False, in which case a failed ``TrialResult`` is returned.
+    """
+    try:
+        return _run(cfg, sink, resume=resume, progress=progress, step_fn=step_fn)
+    except Exception as e:
+        msg = f"{type(e).__name__}: {e}"
+        log.exception("trial %s failed", cfg.trial_id)
+        try:
+            sink.set_status("failed", msg)
+        except Exception:  # the sink itself may be what failed
+            log.exception("could not record the failure on the sink")
+        if raise_errors:
+            raise
+        return TrialResult("failed", 0, output_dir=cfg.output_dir, message=msg)
+
+
+def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
+    from model.counting import flops_per_step
+    from model.step import build_train_state, resolve_device, scheduler_step, train_step
+
+    step_fn = step_fn or train_step
+    t, e = cfg.train, cfg.eval
+    if t.scheduler_per not in ("epoch", "step"):
+        raise ValueError(f"train.scheduler_per must be 'epoch' or 'step', got {t.scheduler_per!r}")
+    if t.log_interval < 1:
+        raise ValueError(f"train.log_interval must be >= 1, got {t.log_interval}")
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(t.device)
+    setup_backends(device, cfg)
+    warm_numba_threads()
+
+    emit = progress or (lambda ev: None)
+    emit({"kind": "prepare", "step": 0, "total": 0})
+    data = TrialData.prepare(cfg, device=device)
+    val_batches = data.val_batches()
+
+    seed_everything(t.seed)
+    state = build_train_state(cfg, device)
+    with torch.random.fork_rng(devices=[]):  # counting builds nets on meta: keep the seeded stream intact
+        fps = flops_per_step(cfg, utterance_s=data.mean_utterance_s)
+    budget = plan_budget(cfg, fps, data.batches_per_epoch())
+    static = _static_metrics(cfg, budget, data)
+    sink.log_metrics(static, 0)
+
+    epoch, batch_in_epoch, seen_s = 0, 0, 0.0
+    if not resume:  # start over: earlier checkpoints in this directory must not be resumed from later
+        for _, old in ckpt.list_checkpoints(ckpt.checkpoint_dir(cfg)):
+            log.warning("resume=False: removing earlier checkpoint %s", old)
+            old.unlink()
+    last = ckpt.latest_checkpoint(ckpt.checkpoint_dir(cfg)) if resume else None
+    if last is not None:
+        payload = ckpt.load_checkpoint(last)
+        ckpt.check_compatible(payload, cfg, last)
+        ckpt.restore(state, payload)
+        epoch, batch_in_epoch = payload["epoch"], payload["batch_in_epoch"]
+        seen_s = float(payload["counters"].get("data_seen_s", 0.0))
+        log.info(
+            "resumed %s from %s (step %d, epoch %d, batch %d)",
+            cfg.trial_id,
+            last,
+            state.step,
+            epoch,
+            batch_in_epoch,
+        )
+        del payload
+    emit(
+        {
+            "kind": "start",
+            "step": state.step,
+            "total": budget.steps,
+            "metrics": static,
+            "resumed": last is not None,
+        }
+    )
+
+    sr = cfg.data.sampling_rate
+    acc: dict[str, torch.Tensor] = {}
+    n_acc, t_log, seen_log, step_log = 0, time.perf_counter(), seen_s, state.step
+    last_train: dict[str, float] = {}
+    saved: Path | None = last
+
+    def counters() -> dict[str, float]:
+        return {"data_seen_s": seen_s}
+
+    def save() -> Path:
+        p = ckpt.save_checkpoint(
+            state,
+            cfg,
+            epoch=epoch,
+            batch_in_epoch=batch_in_epoch,
+            counters=counters(),
+            keep=t.keep_checkpoints,
+        )
+        sink.log_checkpoint(p, state.step)
+        return p
+
+    def flush() -> dict[str, float]:
+        nonlocal acc, n_acc, t_log, seen_log, step_log
+        keys = list(acc)
+        vals = (torch.stack([acc[k].float() for k in keys]) / max(n_acc, 1)).cpu().tolist()  # one transfer
+        row = dict(zip(keys, vals, strict=True))
+        bad = [k for k, v in row.items() if k.startswith("loss") and not math.isfinite(v)]
+        if bad:
+            raise Diverged(f"non-finite {', '.join(bad)} in steps {state.step - n_acc + 1}..{state.step}")
+        now = time.perf_counter()
+        dt = max(now - t_log, 1e-9)
+        row.update(
+            steps=state.step,
+            epoch=epoch,
+            lr=state.optim_g.param_groups[0]["lr"],
+            flops=state.step * budget.flops_per_step,
+            data_seen_s=seen_s,
+            data_hours=data.data_hours,
+            steps_per_s=(state.step - step_log) / dt,
+            audio_s_per_s=(seen_s - seen_log) / dt,
+        )
+        sink.log_metrics(row, state.step)
+        acc, n_acc, t_log, seen_log, step_log = {}, 0, now, seen_s, state.step
+        return row
+
+    def run_eval(final: bool) -> dict[str, float]:
+        audio_dir = out / "samples" / f"step_{state.step:08d}"
+        res = evaluate(
+            state.net_g, val_batches, cfg, device=device, audio_dir=audio_dir, synthesis=e.n_utterances > 0
+        )
+        m = dict(res.metrics, eval_s=res.seconds)
+        m.update(steps=state.step, flops=state.step * budget.flops_per_step, data_seen_s=seen_s)
+        sink.log_metrics(m, state.step)
+        for w in res.wavs:
+            sink.log_artifact(w, f"samples/step_{state.step:08d}")
+        emit({"kind": "eval", "step": state.step, "total": budget.steps, "metrics": m, "final": final})
+        return m
+
+    try:
+        state.train(True)
+        while state.step < budget.steps:
+            for batch in data.train_loader(epoch, batch_in_epoch):
+                losses = step_fn(state, batch)
+                batch_in_epoch += 1
+                seen_s += float(batch["wav_lengths"].sum()) / sr  # host tensor: no device sync
+                if t.scheduler_per == "step":
+                    scheduler_step(state)
+                for k, v in losses.items():
+                    acc[k] = acc[k] + v if k in acc else v.detach().clone()
+                n_acc += 1
+                if state.step % t.log_interval == 0 or state.step >= budget.steps:
+                    last_train = flush()
+                    emit({"kind": "train", "step": state.step, "total": budget.steps, "metrics": last_train})
+                if state.step >= budget.steps:
+                    break
+                if e.eval_every and state.step % e.eval_every == 0:
+                    run_eval(final=False)
+                if t.checkpoint_every and state.step % t.checkpoint_every == 0:
+                    saved = save()
+            else:
+                epoch, batch_in_epoch = epoch + 1, 0
+                if t.scheduler_per == "epoch":
+                    scheduler_step(state)
+                continue
+            break
+        if n_acc:
+            last_train = flush()
+    except Diverged as d:
+        msg = f"diverged at step {state.step}: {d}"
+        log.warning("trial %s %s", cfg.trial_id, msg)
+        sink.log_metrics({"diverged_step": state.step, "steps": state.step}, state.step)
+        sink.set_status("diverged", msg)
+        emit({"kind": "done", "step": state.step, "total": budget.steps, "status": "diverged"})
+        return TrialResult("diverged", state.step, dict(last_train), saved and str(saved), str(out), msg)
+
+    if saved is None or ckpt.list_checkpoints(ckpt.checkpoint_dir(cfg))[-1][0] != state.step:
+        saved = save()
+    final = run_eval(final=True)
+    metrics = {**{k: v for k, v in last_train.items() if k.startswith("loss")}, **final}
+    sink.set_status("finished")
+    emit(
+        {"kind": "done", "step": state.step, "total": budget.steps, "status": "finished", "metrics": metrics}
+    )
+    return TrialResult("finished", state.step, metrics, str(saved), str(out))
