@@ -187,3 +187,15 @@ def test_validated_manifest_is_cached(bad_corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(prep, "validate", boom)
     _, items2, report2, mdir2 = load_validated_manifest(cfg)
     assert mdir2 == mdir and [i.id for i in items2] == [i.id for i in items] and len(report2.dropped) == 11
+
+
+def test_prepare_resamples_jvs_to_the_configured_rate(tmp_path):
+    from model.data import prepare_data
+
+    root = make_jvs(tmp_path)
+    cfg = data_cfg(root, tmp_path / "cache", val_utterances=1)
+    p = prepare_data(cfg)
+    assert p.corpus.format == "jvs" and p.spk2id == {"jvs001": 0, "jvs002": 1}
+    a, t = p.cache.load(p.train_items[0].id)
+    assert a["wav"].numel() == (int(0.8 * 16000) // 128) * 128  # 24 kHz source -> 16 kHz, whole hops
+    assert t["text"] == "今日は良い天気です."
