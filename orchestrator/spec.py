@@ -101,6 +101,7 @@ class Estimate(_Strict):
         None, gt=0
     )  # achieved FLOP/s per trial; None: measured (CPU) / 3e13 (GPU)
     overhead_s: float = Field(20.0, ge=0)  # per-trial start-up + evaluation
+    count: bool = True  # measure params / FLOPs per step before launch (model.counting)
 
 
 class SweepSpec(_Strict):
@@ -215,7 +216,7 @@ def _allowed_fields(parent: tuple) -> list[str]:
 
 
 def parse_spec(raw: Any, source: str | Path | None = None) -> SweepSpec:
-    where = str(source) if source else "<sweep>"
+    where = str(Path(source).resolve()) if source else "<sweep>"
     if not isinstance(raw, dict):
         raise SpecError(f"{where}: expected a mapping of sweep fields, got {type(raw).__name__}")
     try:
@@ -603,7 +604,7 @@ def resolve(spec: SweepSpec | str | Path, *, count: bool = True) -> Plan:
                 continue
             _finish(plan, cfg, tid, name, axes)
             plan.trials.append(TrialPlan(tid, name, axes, seed, cfg))
-    if count:
+    if count and spec.estimate.count:
         from orchestrator.estimate import estimate_plan
 
         estimate_plan(plan)

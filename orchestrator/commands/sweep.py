@@ -1,10 +1,311 @@
-"""CLI: sweep commands."""
+"""CLI: ``sweep submit|status|resume|cancel``, ``best``, ``ui``."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import typer
+from rich.table import Table
+
+from orchestrator.commands._common import clean_errors, console, err_console, print_json
+
+sweep_app = typer.Typer(help="Submit, watch, resume and cancel sweeps.", no_args_is_help=True)
+
+
+def _errors():
+    from orchestrator.spec import SpecError
+    from orchestrator.state import SweepNotFound
+    from orchestrator.tracking import TrackingError, TrackingUnavailable
+
+    return clean_errors(
+        SpecError, SweepNotFound, TrackingUnavailable, TrackingError, ValueError, FileNotFoundError
+    )
+
+
+def _si(x, unit: str = "") -> str:
+    if x is None:
+        return "-"
+    for f, p in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= f:
+            return f"{x / f:.3g}{p}{unit}"
+    return f"{x:.3g}{unit}"
+
+
+def _dur(s) -> str:
+    if s is None:
+        return "-"
+    s = float(s)
+    return f"{s / 3600:.1f} h" if s >= 3600 else (f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s")
+
+
+def _axes(axes: dict) -> str:
+    return " ".join(f"{k.split('.')[-1]}={v}" for k, v in axes.items() if k != "seed" or len(axes) == 1)
+
+
+def _short(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, dict):
+        return "/".join(str(x) for x in v.values())
+    return str(v)
+
+
+def print_plan(result) -> None:
+    plan = result.plan
+    names = list(dict.fromkeys(k for tp in plan.trials for k in tp.axes))
+    if len({tp.seed for tp in plan.trials}) == 1:
+        names.remove("seed")
+    t = Table(title=f"sweep {plan.spec.name}: {len(plan.trials)} trials ({len(plan.skipped)} skipped)")
+    t.add_column("trial", no_wrap=True)
+    for n in names:
+        t.add_column(n.split(".")[-1], justify="right")
+    for col in ("h/i/f", "params G", "FLOPs/step", "steps", "est."):
+        t.add_column(col, justify="right")
+    total = 0.0
+    for tp in plan.trials:
+        m = tp.config.model
+        total += tp.est_seconds or 0.0
+        t.add_row(
+            tp.trial_id[:8],
+            *[_short(tp.axes.get(n, "-")) for n in names],
+            f"{m.hidden_channels}/{m.inter_channels}/{m.filter_channels}",
+            _si(tp.params_generator),
+            _si(tp.flops_per_step),
+            str(tp.steps or "-"),
+            _dur(tp.est_seconds),
+        )
+    console.print(t)
+    for s in plan.skipped:
+        console.print(f"[yellow]skipped[/] {_axes(s.axes)}: {s.reason}")
+    for n in plan.notes:
+        console.print(f"[dim]note: {n}[/]")
+    if total:
+        conc = plan.spec.max_concurrent or 1
+        console.print(
+            f"estimated: {_dur(total)} of trial time, ~{_dur(total / conc)} at {conc} concurrent "
+            "(FLOPs / achieved FLOP/s + overhead; a rough guide)"
+        )
+
+
+def _print_result(r) -> None:
+    t = Table(title=f"sweep {r.name}: {r.n_finished} finished, {r.n_failed} failed in {_dur(r.wall_s)}")
+    for col in ("trial", "name", "status", "val_mel_l1", "dnsmos_ovrl", "run id"):
+        t.add_column(col)
+    for row in r.trials:
+        m = row["metrics"]
+        t.add_row(
+            row["trial_id"],
+            row["name"],
+            row["status"],
+            f"{m['val_mel_l1']:.4g}" if "val_mel_l1" in m else "-",
+            f"{m['dnsmos_ovrl']:.3g}" if "dnsmos_ovrl" in m else "-",
+            row["run_id"] or "-",
+        )
+    console.print(t)
+    for row in r.trials:
+        if row["error"]:
+            console.print(f"[red]{row['trial_id']}[/]: {row['error'].splitlines()[0][:300]}")
+    if r.interrupted:
+        console.print(f"[yellow]not finished[/]: continue with `vits-scaling sweep resume {r.name}`")
+    console.print(
+        f"MLflow: {r.tracking_uri} (experiment {r.experiment}, parent run {r.parent_run_id}); "
+        f"`vits-scaling ui {r.name}` opens it"
+    )
+
+
+@sweep_app.command("submit")
+def submit(
+    file: Path = typer.Argument(..., help="sweep YAML"),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster: auto or HOST:PORT (default: local Ray)"
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="validate and print the trial table; launch nothing"
+    ),
+    json_out: bool = typer.Option(False, "--json", help="print JSON (with --dry-run: the list of trials)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no per-trial progress lines"),
+) -> None:
+    """Validate a sweep, print its trial table and run it (re-submitting a submitted sweep resumes it)."""
+    from orchestrator.tune import submit_sweep
+
+    with _errors():
+        plan_only = submit_sweep(file, address=address, dry_run=True)
+        if dry_run:
+            if json_out:
+                print_json(plan_only.trials)
+            else:
+                print_plan(plan_only)
+            return
+        if not json_out:
+            print_plan(plan_only)
+        result = submit_sweep(plan_only.plan.spec, address=address, progress=not (quiet or json_out))
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        _print_result(result)
+    if result.n_failed or result.interrupted:
+        raise typer.Exit(1)
+
+
+@sweep_app.command("status")
+def status(
+    name: str = typer.Argument(..., help="sweep name, sweep directory or sweep YAML"),
+    storage: str | None = typer.Option(None, "--storage", help="the sweep's storage_path"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Trial table with state, step and latest metrics."""
+    from orchestrator.runs import STATUS_METRICS, sweep_status
+
+    with _errors():
+        s = sweep_status(name, storage=storage)
+    if json_out:
+        print_json(s)
+        return
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(s["counts"].items()))
+    t = Table(
+        title=f"sweep {s['name']} ({s['state']}; driver {'running' if s['driver_alive'] else 'not running'}): {counts}"
+    )
+    for col in ("trial", "name", "status", "step", *STATUS_METRICS, "error"):
+        t.add_column(col)
+    for r in s["trials"]:
+        t.add_row(
+            r["trial_id"],
+            r["name"],
+            r["status"],
+            str(r["step"] if r["step"] is not None else "-"),
+            *[f"{r['metrics'][k]:.4g}" if k in r["metrics"] else "-" for k in STATUS_METRICS],
+            (r["error"] or "")[:80],
+        )
+    console.print(t)
+    if s["tracking_error"]:
+        err_console.print(f"[yellow]tracking store unavailable[/]: {s['tracking_error']}")
+
+
+@sweep_app.command("resume")
+def resume(
+    name: str = typer.Argument(..., help="sweep name, sweep directory or sweep YAML"),
+    address: str | None = typer.Option(None, "--address"),
+    storage: str | None = typer.Option(None, "--storage"),
+    json_out: bool = typer.Option(False, "--json"),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Continue a sweep: finished trials are kept, unfinished and failed ones continue from checkpoints."""
+    from orchestrator.tune import resume_sweep
+
+    with _errors():
+        result = resume_sweep(name, address=address, storage=storage, progress=not (quiet or json_out))
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        _print_result(result)
+    if result.n_failed or result.interrupted:
+        raise typer.Exit(1)
+
+
+@sweep_app.command("cancel")
+def cancel(
+    name: str = typer.Argument(..., help="sweep name, sweep directory or sweep YAML"),
+    storage: str | None = typer.Option(None, "--storage"),
+) -> None:
+    """Stop a running sweep (Tune saves its state; `sweep resume` continues it)."""
+    from orchestrator.tune import cancel_sweep
+
+    with _errors():
+        r = cancel_sweep(name, storage=storage)
+    if r["driver_signalled"]:
+        console.print(
+            f"asked the driver of {r['name']} to stop; `vits-scaling sweep resume {r['name']}` continues it"
+        )
+    else:
+        console.print(
+            f"{r['name']}: no running driver here; unfinished trials marked cancelled "
+            f"(a driver on another host stops when it sees {r['sweep_dir']}/cancel.requested)"
+        )
+
+
+def best_cmd(
+    sweep: str = typer.Argument(..., help="sweep name (or directory / YAML)"),
+    metric: str = typer.Option("val_mel_l1", "--metric", help="metric to rank by"),
+    mode: str = typer.Option("min", "--mode", help="min or max"),
+    top: int = typer.Option(5, "--top"),
+    where: str | None = typer.Option(None, "--where", help='filter, e.g. "n_layers>=12 and data_hours<1"'),
+    storage: str | None = typer.Option(None, "--storage"),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri"),
+    experiment: str | None = typer.Option(None, "--experiment"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """The best finished trials of a sweep by a metric."""
+    from orchestrator.runs import best
+
+    with _errors():
+        rows = best(
+            sweep, metric, mode, top, where, storage=storage, tracking_uri=tracking_uri, experiment=experiment
+        )
+    if json_out:
+        print_json(rows)
+        return
+    t = Table(title=f"{sweep}: top {len(rows)} by {metric} ({mode})")
+    for col in ("trial", "axes", "params G", "FLOPs", metric, "val_mel_l1", "dnsmos_ovrl", "run id"):
+        t.add_column(col)
+    for r in rows:
+        m = r["metrics"]
+        t.add_row(
+            r["trial"],
+            _axes(r["axes"]),
+            _si(r["N"]),
+            _si(r["C"]),
+            f"{r['value']:.4g}",
+            f"{m['val_mel_l1']:.4g}" if "val_mel_l1" in m else "-",
+            f"{m['dnsmos_ovrl']:.3g}" if "dnsmos_ovrl" in m else "-",
+            r["run_id"],
+        )
+    console.print(t)
+
+
+def ui_cmd(
+    sweep: str | None = typer.Argument(
+        None, help="sweep name: use its tracking store (default: runs/mlflow.db)"
+    ),
+    port: int = typer.Option(5000, "--port"),
+    storage: str | None = typer.Option(None, "--storage"),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri"),
+) -> None:
+    """Start the MLflow UI on 127.0.0.1 for a sweep's tracking store."""
+    from orchestrator.runs import locate
+    from orchestrator.tracking import default_tracking_uri, local_artifact_root
+
+    with _errors():
+        uri = tracking_uri or (locate(sweep, storage=storage)[0] if sweep else default_tracking_uri())
+    if uri.startswith(("http://", "https://")):
+        console.print(f"the sweep tracks to an MLflow server: open {uri}")
+        return
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    art = local_artifact_root(uri)
+    if art:
+        cmd += ["--default-artifact-root", art]
+    console.print(f"MLflow UI: http://127.0.0.1:{port}  (store {uri}; Ctrl+C stops it)")
+    try:
+        subprocess.run(cmd, check=False, env=dict(os.environ))
+    except KeyboardInterrupt:
+        pass
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the top-level app."""
-    return None
+    app.add_typer(sweep_app, name="sweep")
+    app.command("best")(best_cmd)
+    app.command("ui")(ui_cmd)

@@ -1,0 +1,627 @@
+"""Running a sweep on Ray Tune: submit, resume, cancel.
+
+The driver (``submit_sweep``) resolves the sweep, creates the MLflow parent run and one child run per trial
+(so a trial always finds its run by id, and a retry or resume never makes a second one), saves the sweep
+state, then runs a ``Tuner`` whose grid is the list of trial ids. Each Ray trial runs ``run_tracked``:
+the trial function (default ``model.train:run_trial``) with a sink that writes to MLflow and reports to
+Ray Tune; checkpoints the trial logs are reported to Tune, so a retried trial (``FailureConfig``) or a
+resumed sweep (``Tuner.restore``) continues from its last checkpoint, on any node.
+
+Without an address the driver starts a local Ray (``ray.init(num_cpus=..., include_dashboard=False)``) and
+stops it at the end; with ``--address``/``ray_address`` it joins an existing cluster.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from model.config import TrialConfig, flatten
+from model.sink import MultiSink
+from orchestrator import state as st
+from orchestrator.spec import Plan, SpecError, SweepSpec, resolve
+from orchestrator.tracking import (
+    TAG_STATUS,
+    MlflowSink,
+    Tracker,
+    TrackingUnavailable,
+    format_error,
+)
+
+log = logging.getLogger(__name__)
+
+REPORT_EVERY_S = 10.0  # metrics-only Tune reports are rate limited; checkpoints and the end always report
+CKPT_META = "vits_scaling_checkpoint.json"
+PARAM_SKIP = ("tracking.", "axes.")
+PARAM_SKIP_TOP = {"name", "trial_id", "sweep", "output_dir"}
+
+
+# ----------------------------------------------------------------------------------------------------
+# inside a trial
+
+
+def load_trial_fn(spec: str):
+    """``"package.module:function"`` (or dotted ``package.module.function``) -> the callable."""
+    mod, _, fn = spec.partition(":") if ":" in spec else spec.rpartition(".")
+    try:
+        return getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError) as e:
+        raise SpecError(f"trial_fn {spec!r}: cannot import ({type(e).__name__}: {e})") from None
+
+
+def trial_params(cfg: TrialConfig) -> dict[str, Any]:
+    """MLflow params of a trial: the flattened config (``model.hidden_channels``...) and ``axis.<name>``."""
+    d = cfg.to_dict()
+    out = {
+        k: v
+        for k, v in flatten(d).items()
+        if k not in PARAM_SKIP_TOP and not k.startswith(PARAM_SKIP) and k != "axes"
+    }
+    out.update({f"axis.{k}": v for k, v in cfg.axes.items()})
+    return out
+
+
+class TuneSink:
+    """Reports a trial's latest metrics (and checkpoints) to Ray Tune."""
+
+    def __init__(self, output_dir: str | Path):
+        self.output_dir = Path(output_dir)
+        self.latest: dict[str, float] = {}
+        self.step = 0
+        self._last = 0.0
+
+    def log_params(self, params):
+        pass
+
+    def log_artifact(self, path, artifact_path=None):
+        pass
+
+    def set_status(self, status, message=""):
+        pass
+
+    def log_metrics(self, metrics, step):
+        for k, v in metrics.items():
+            try:
+                self.latest[k] = float(v)
+            except (TypeError, ValueError):
+                continue
+        self.step = max(self.step, int(step))
+        if time.monotonic() - self._last > REPORT_EVERY_S:
+            self.report()
+
+    def report(self, checkpoint=None, **extra) -> None:
+        from ray import tune
+
+        self._last = time.monotonic()
+        tune.report({**self.latest, "step": self.step, **extra}, checkpoint=checkpoint)
+
+    def log_checkpoint(self, path, step):
+        from ray import tune
+
+        src = Path(path)
+        try:
+            rel = src.resolve().relative_to(self.output_dir.resolve())
+        except ValueError:
+            rel = Path(src.name)
+        with tempfile.TemporaryDirectory(prefix="vits_ckpt_") as tmp:
+            dst = Path(tmp) / "payload" / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dst)
+            else:
+                try:
+                    os.link(src, dst)  # same filesystem: no copy; Ray copies into storage
+                except OSError:
+                    shutil.copy2(src, dst)
+            (Path(tmp) / CKPT_META).write_text(json.dumps({"step": int(step), "rel": str(rel)}))
+            self.step = max(self.step, int(step))
+            self.report(checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def restore_checkpoint(checkpoint, output_dir: str | Path) -> Path | None:
+    """Put the checkpoint Ray hands a retried trial back where the trial function looks for it."""
+    with checkpoint.as_directory() as d:
+        meta_p = Path(d) / CKPT_META
+        if not meta_p.exists():
+            return None
+        meta = json.loads(meta_p.read_text())
+        src = Path(d) / "payload" / meta["rel"]
+        dst = Path(output_dir) / meta["rel"]
+        if dst.exists():
+            return dst
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+        log.info("restored checkpoint of step %s to %s", meta["step"], dst)
+        return dst
+
+
+class _Watch:
+    """Remembers the last status the trial function set."""
+
+    status: str | None = None
+
+    def log_params(self, params):
+        pass
+
+    def log_metrics(self, metrics, step):
+        pass
+
+    def log_artifact(self, path, artifact_path=None):
+        pass
+
+    def log_checkpoint(self, path, step):
+        pass
+
+    def set_status(self, status, message=""):
+        self.status = status
+
+
+def _finished_metrics(tracker: Tracker, run_id: str) -> dict[str, float] | None:
+    """Final metrics of a run that already finished (a re-run of a finished trial then does nothing)."""
+    try:
+        run = tracker.call(lambda: tracker.client.get_run(run_id), what="get run", retry_s=5.0)
+    except TrackingUnavailable:
+        return None
+    if run.data.tags.get(TAG_STATUS) in ("finished", "diverged"):
+        return dict(run.data.metrics)
+    return None
+
+
+def run_tracked(cfg: TrialConfig, trial_fn, *, tune_sink: TuneSink | None = None) -> dict[str, Any]:
+    """Run one trial with MLflow (+ Tune) sinks; the trial's status and error end up in its run."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ml = MlflowSink.for_trial(cfg, local_dir=out / "tracking")
+    if ml.run_id:
+        done = _finished_metrics(ml.tracker, ml.run_id)
+        if done is not None:
+            log.info("trial %s already finished in MLflow; not re-running", cfg.trial_id)
+            if tune_sink is not None:
+                tune_sink.latest.update(done)
+                tune_sink.report(already_finished=1)
+            return {"status": "finished", "metrics": done, "skipped": True}
+    ml.set_status("running")
+    ml.log_params(trial_params(cfg))
+    watch = _Watch()
+    sink = MultiSink(ml, watch, tune_sink)
+    try:
+        result = trial_fn(cfg, sink, resume=True)
+    except BaseException as e:
+        try:
+            ml.set_status("failed", format_error(e))
+            ml.close()
+        except TrackingUnavailable as te:
+            raise te from e
+        raise
+    if watch.status not in ("finished", "diverged", "failed"):
+        ml.set_status("finished")
+    ml.close()
+    if tune_sink is not None:
+        tune_sink.report(done=1)
+    return {"status": watch.status or "finished", "result": result}
+
+
+def _trainable(config: dict[str, Any], trials: dict[str, dict], settings: dict[str, Any]) -> None:
+    """The Ray Tune function trainable: one trial id -> its TrialConfig -> ``run_tracked``."""
+    from ray import tune
+
+    for p in reversed(settings.get("sys_path", [])):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    cwd = settings.get("cwd")
+    if cwd and Path(cwd).is_dir():
+        os.chdir(cwd)  # Tune starts trials in their Ray dir; relative data paths are relative to the driver
+    for k, v in settings.get("env", {}).items():
+        os.environ.setdefault(k, v)
+    cfg = TrialConfig.from_dict(trials[config["trial_id"]])
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        restore_checkpoint(ckpt, cfg.output_dir)
+    run_tracked(cfg, load_trial_fn(settings["trial_fn"]), tune_sink=TuneSink(cfg.output_dir))
+
+
+# ----------------------------------------------------------------------------------------------------
+# the driver
+
+
+@dataclass
+class SweepResult:
+    name: str
+    sweep_dir: Path | None
+    tracking_uri: str
+    experiment: str
+    parent_run_id: str | None
+    plan: Plan | None
+    trials: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # trial_id, name, status, metrics, error, run_id
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    wall_s: float = 0.0
+    dry_run: bool = False
+    interrupted: bool = False
+
+    @property
+    def n_finished(self) -> int:
+        return sum(t["status"] == "finished" for t in self.trials)
+
+    @property
+    def n_failed(self) -> int:
+        return sum(t["status"] == "failed" for t in self.trials)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "sweep_dir": str(self.sweep_dir) if self.sweep_dir else None,
+            "tracking_uri": self.tracking_uri,
+            "experiment": self.experiment,
+            "parent_run_id": self.parent_run_id,
+            "trials": self.trials,
+            "skipped": self.skipped,
+            "wall_s": round(self.wall_s, 2),
+            "interrupted": self.interrupted,
+        }
+
+
+def _trial_fn_root(trial_fn: str) -> list[str]:
+    """sys.path entry that makes the trial function's module importable in Ray workers."""
+    mod = trial_fn.partition(":")[0] if ":" in trial_fn else trial_fn.rpartition(".")[0]
+    load_trial_fn(trial_fn)  # fail before launch if it cannot be imported here
+    m = sys.modules[mod]
+    f = getattr(m, "__file__", None)
+    if not f:
+        return []
+    root = Path(f).resolve().parent
+    for _ in range(mod.count(".") + (1 if Path(f).name == "__init__.py" else 0)):
+        root = root.parent
+    return [str(root)]
+
+
+def _skipped_rows(plan: Plan) -> list[dict[str, Any]]:
+    return [{"trial_id": s.trial_id, "axes": s.axes, "reason": s.reason} for s in plan.skipped]
+
+
+def submit_sweep(
+    spec_or_path: SweepSpec | str | Path,
+    address: str | None = None,
+    dry_run: bool = False,
+    progress: bool = True,
+    *,
+    trial_fn: str | None = None,
+) -> SweepResult:
+    """Validate, plan and run a sweep (or with ``dry_run`` only plan it). Re-submitting the same sweep resumes it."""
+    t0 = time.time()
+    spec = spec_or_path if isinstance(spec_or_path, SweepSpec) else None
+    if spec is None:
+        from orchestrator.spec import load_spec
+
+        spec = load_spec(spec_or_path)
+    if trial_fn:
+        spec.trial_fn = trial_fn
+    plan = resolve(spec)
+    sweep_dir = plan.sweep_dir
+    if dry_run:
+        return SweepResult(
+            spec.name,
+            sweep_dir,
+            plan.tracking_uri,
+            spec.experiment,
+            None,
+            plan,
+            trials=[tp.row() for tp in plan.trials],
+            skipped=_skipped_rows(plan),
+            wall_s=time.time() - t0,
+            dry_run=True,
+        )
+    sys_path = _trial_fn_root(spec.trial_fn)
+    trials = {tp.trial_id: tp.config.to_dict() for tp in plan.trials}
+    if (sweep_dir / st.STATE_FILE).exists():
+        old = st.load_trials(sweep_dir)
+        if _comparable(old) != _comparable(trials):
+            changed = sorted(set(old) ^ set(trials)) or [
+                k for k in trials if _comparable({k: old[k]}) != _comparable({k: trials[k]})
+            ]
+            raise SpecError(
+                f"{spec.where()}: sweep {spec.name!r} was already submitted to {sweep_dir} with different "
+                f"trials (e.g. {', '.join(changed[:3])}); give the sweep a new name, or delete {sweep_dir} "
+                "to start it again"
+            )
+        if progress:
+            print(f"sweep {spec.name!r} exists in {sweep_dir}: resuming it", flush=True)
+        return resume_sweep(sweep_dir, address=address, progress=progress)
+
+    tracker = Tracker(plan.tracking_uri)
+    parent = tracker.sweep_run(spec.experiment, spec.name, tags=dict(spec.tags))
+    rows = [tp.row() for tp in plan.trials]
+    for tp in plan.trials:  # one child per trial, created here (serially) so workers never race to create
+        rid = tracker.trial_run(
+            spec.experiment,
+            spec.name,
+            tp.trial_id,
+            parent_run_id=parent,
+            run_name=tp.name,
+            status="pending",
+            tags=dict(spec.tags),
+        )
+        tp.config.tracking.run_id = rid
+        tp.config.tracking.parent_run_id = parent
+        trials[tp.trial_id] = tp.config.to_dict()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if spec.source:
+        shutil.copy2(spec.source, sweep_dir / "sweep.yaml")
+    else:
+        (sweep_dir / "sweep.yaml").write_text(json.dumps(spec.model_dump(), indent=1))
+    (sweep_dir / "trial_table.json").write_text(json.dumps(rows, indent=1, default=str))
+    (sweep_dir / "skipped.json").write_text(json.dumps(_skipped_rows(plan), indent=1, default=str))
+    _log_parent(tracker, parent, spec, plan, sweep_dir)
+    state = {
+        "name": spec.name,
+        "spec_path": str(spec.source) if spec.source else None,
+        "spec": spec.model_dump(),
+        "sweep_dir": str(sweep_dir),
+        "ray_dir": str(sweep_dir / "ray"),
+        "tracking_uri": plan.tracking_uri,
+        "experiment": spec.experiment,
+        "parent_run_id": parent,
+        "trial_fn": spec.trial_fn,
+        "sys_path": sys_path,
+        "cwd": os.getcwd(),
+        "address": address or spec.ray_address,
+        "created": time.time(),
+        "status": "submitted",
+    }
+    st.save_state(sweep_dir, state, trials)
+    result = _run(sweep_dir, restore=False, address=address or spec.ray_address, progress=progress)
+    result.plan = plan
+    result.skipped = _skipped_rows(plan)
+    result.wall_s = time.time() - t0
+    return result
+
+
+def _comparable(trials: dict[str, dict]) -> dict[str, Any]:
+    """Trial configs without what the driver fills in (run ids), to tell a re-submit from a changed sweep."""
+    out = {}
+    for k, d in trials.items():
+        d = json.loads(json.dumps(d))
+        d.get("tracking", {}).pop("run_id", None)
+        d.get("tracking", {}).pop("parent_run_id", None)
+        out[k] = d
+    return out
+
+
+def _log_parent(tracker: Tracker, parent: str, spec: SweepSpec, plan: Plan, sweep_dir: Path) -> None:
+    from mlflow.entities import Param
+
+    c = tracker.client
+    params = {
+        "sweep.mode": spec.mode,
+        "sweep.n_trials": len(plan.trials),
+        "sweep.n_skipped": len(plan.skipped),
+        "sweep.axes": ",".join(sorted({k for tp in plan.trials for k in tp.axes})),
+        "sweep.seeds": json.dumps(spec.seed_list(0) if spec.seeds is not None else "base"),
+        "sweep.resources": json.dumps(spec.resources.model_dump()),
+        "sweep.max_concurrent": spec.max_concurrent,
+        "sweep.max_failures": spec.max_failures,
+    }
+    have = tracker.call(lambda: c.get_run(parent), what="get run").data.params
+    new = [Param(k, str(v)) for k, v in params.items() if k not in have]
+    if new:
+        tracker.call(lambda: c.log_batch(parent, params=new), what="log params")
+    for name in ("sweep.yaml", "trial_table.json", "skipped.json"):
+        tracker.call(lambda n=name: c.log_artifact(parent, str(sweep_dir / n), "sweep"), what="log artifact")
+
+
+def resume_sweep(
+    name: str | Path, address: str | None = None, progress: bool = True, storage: str | None = None
+) -> SweepResult:
+    """``Tuner.restore``: finished trials are kept, unfinished and errored ones continue from checkpoints."""
+    t0 = time.time()
+    sweep_dir = st.find_sweep(str(name), storage)
+    state = st.load_state(sweep_dir)
+    (sweep_dir / st.CANCEL_FILE).unlink(missing_ok=True)
+    result = _run(sweep_dir, restore=True, address=address or state.get("address"), progress=progress)
+    result.wall_s = time.time() - t0
+    return result
+
+
+def cancel_sweep(name: str | Path, storage: str | None = None) -> dict[str, Any]:
+    """Ask the sweep's driver to stop (it saves Tune state: ``resume`` continues); mark unfinished runs."""
+    sweep_dir = st.find_sweep(str(name), storage)
+    state = st.load_state(sweep_dir)
+    (sweep_dir / st.CANCEL_FILE).write_text(str(time.time()))
+    alive = st.driver_alive(state)
+    if alive:
+        os.kill(int(state["driver"]["pid"]), signal.SIGUSR1)  # Tune's graceful stop
+    else:
+        _mark_unfinished(sweep_dir, state, "cancelled")
+        st.update_state(sweep_dir, status="cancelled")
+    return {"name": state["name"], "sweep_dir": str(sweep_dir), "driver_signalled": alive}
+
+
+def _mark_unfinished(sweep_dir: Path, state: dict[str, Any], status: str) -> None:
+    tracker = Tracker(state["tracking_uri"], retry_s=10)
+    for d in st.load_trials(sweep_dir).values():
+        rid = d["tracking"].get("run_id")
+        if not rid:
+            continue
+        try:
+            run = tracker.client.get_run(rid)
+        except Exception:
+            continue
+        if run.data.tags.get(TAG_STATUS) in ("pending", "running"):
+            tracker.set_status(rid, status)
+
+
+def _connect(address: str | None, num_cpus: int | None) -> bool:
+    """Join ``address`` or start a local Ray; returns True if this process started it (and must stop it)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kw: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    if address:
+        ray.init(address=address, **kw)
+        return True
+    ray.init(num_cpus=num_cpus or os.cpu_count(), **kw)
+    return True
+
+
+def _check_capacity(res: dict[str, float], address: str | None) -> None:
+    import ray
+
+    have = ray.cluster_resources()
+    where = address or "the local Ray"
+    if res.get("gpu", 0) > have.get("GPU", 0):
+        raise SpecError(f"resources.gpu: {res['gpu']} per trial, but {where} has {have.get('GPU', 0):g} GPUs")
+    if res.get("cpu", 1) > have.get("CPU", 0):
+        raise SpecError(f"resources.cpu: {res['cpu']} per trial, but {where} has {have.get('CPU', 0):g} CPUs")
+
+
+def _trial_name(trial) -> str:
+    return str(trial.config["trial_id"])
+
+
+def _cancel_watch(sweep_dir: Path, stop: threading.Event) -> None:
+    while not stop.wait(1.0):
+        if (sweep_dir / st.CANCEL_FILE).exists():
+            os.kill(os.getpid(), signal.SIGUSR1)
+            return
+
+
+def _run(sweep_dir: Path, *, restore: bool, address: str | None, progress: bool) -> SweepResult:
+    from ray import tune
+
+    from orchestrator.progress import Progress
+
+    state = st.load_state(sweep_dir)
+    trials = st.load_trials(sweep_dir)
+    spec = state["spec"]
+    res = {k: v for k, v in (("cpu", spec["resources"]["cpu"]), ("gpu", spec["resources"]["gpu"])) if v}
+    settings = {
+        "trial_fn": state["trial_fn"],
+        "sys_path": state["sys_path"],
+        "cwd": state["cwd"],
+        "env": {k: os.environ[k] for k in ("VITS_SCALING_TRACKING_GIVE_UP_S",) if k in os.environ},
+    }
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "10")  # experiment state saved often: kill -> resume
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    started = _connect(address, None)
+    stop = threading.Event()
+    st.update_state(sweep_dir, driver=st.this_driver(), status="running")
+    tracker = Tracker(state["tracking_uri"])
+    try:
+        _check_capacity(res, address)
+        trainable = tune.with_resources(
+            tune.with_parameters(_trainable, trials=trials, settings=settings), res
+        )
+        ray_dir = Path(state["ray_dir"])
+        if restore and tune.Tuner.can_restore(str(ray_dir)):
+            tuner = tune.Tuner.restore(str(ray_dir), trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            if (
+                ray_dir.exists()
+            ):  # killed before Tune saved anything: start the grid again (MLflow skips done)
+                shutil.rmtree(ray_dir)
+            tuner = tune.Tuner(
+                trainable,
+                param_space={"trial_id": tune.grid_search(list(trials))},
+                tune_config=tune.TuneConfig(
+                    max_concurrent_trials=spec.get("max_concurrent"),
+                    trial_name_creator=_trial_name,
+                    trial_dirname_creator=_trial_name,
+                ),
+                run_config=tune.RunConfig(
+                    name="ray",
+                    storage_path=str(sweep_dir),
+                    failure_config=tune.FailureConfig(max_failures=spec.get("max_failures", 1)),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    verbose=0,
+                    callbacks=[Progress(len(trials), {k: v["name"] for k, v in trials.items()})],
+                ),
+            )
+        Progress.enabled = progress
+        tracker.set_status(state["parent_run_id"], "running")
+        watcher = threading.Thread(target=_cancel_watch, args=(sweep_dir, stop), daemon=True)
+        watcher.start()
+        grid = tuner.fit()
+    finally:
+        stop.set()
+        if started:
+            import ray
+
+            ray.shutdown()
+    cancelled = (sweep_dir / st.CANCEL_FILE).exists()
+    return _collect(sweep_dir, state, trials, grid, tracker, cancelled)
+
+
+def _collect(sweep_dir, state, trials, grid, tracker: Tracker, cancelled: bool) -> SweepResult:
+    by_id = {}
+    for r in grid:
+        tid = (r.config or {}).get("trial_id")
+        if tid:
+            by_id[tid] = r
+    rows = []
+    for tid, d in trials.items():
+        rid = d["tracking"].get("run_id")
+        r = by_id.get(tid)
+        tag = None
+        try:
+            run = tracker.call(lambda rid=rid: tracker.client.get_run(rid), what="get run", retry_s=5)
+            tag = run.data.tags.get(TAG_STATUS)
+            metrics = dict(run.data.metrics)
+        except Exception:
+            metrics = dict(r.metrics or {}) if r is not None else {}
+        error = None
+        if r is not None and r.error is not None:
+            error = f"{type(r.error).__name__}: {str(r.error)[-2000:]}"
+        if error and tag not in ("failed",):  # died without reaching its own handler (e.g. worker killed)
+            try:
+                tracker.set_status(rid, "failed", error)
+                tag = "failed"
+            except Exception:
+                pass
+        status = tag or ("failed" if error else "unknown")
+        if cancelled and status in ("pending", "running"):
+            tracker.set_status(rid, "cancelled")
+            status = "cancelled"
+        rows.append(
+            {
+                "trial_id": tid,
+                "name": d["name"],
+                "status": status,
+                "run_id": rid,
+                "error": error,
+                "metrics": metrics,
+            }
+        )
+    n_fail = sum(r["status"] == "failed" for r in rows)
+    done = all(r["status"] in ("finished", "diverged", "failed") for r in rows)
+    sweep_status = (
+        "cancelled" if cancelled else ("failed" if n_fail else "finished") if done else "interrupted"
+    )
+    try:
+        tracker.set_status(state["parent_run_id"], sweep_status if done or cancelled else "running")
+    except Exception as e:
+        log.warning("could not update the sweep run: %s", e)
+    st.update_state(sweep_dir, status=sweep_status, driver=None, finished=time.time())
+    return SweepResult(
+        state["name"],
+        sweep_dir,
+        state["tracking_uri"],
+        state["experiment"],
+        state["parent_run_id"],
+        None,
+        trials=rows,
+        interrupted=not done,
+    )
