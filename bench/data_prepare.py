@@ -30,10 +30,17 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    import resource
+
     from model.config import TrialConfig
     from model.data import build_builtin_corpus, prepare_data
 
+    def cpu() -> float:  # CPU seconds of this process and its (reaped) worker processes
+        a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
     with tempfile.TemporaryDirectory() as tmp:
+        c0 = cpu()
         t0 = time.perf_counter()
         c = build_builtin_corpus(
             Path(tmp) / "corpus",
@@ -44,6 +51,7 @@ def main() -> None:
             progress=False,
         )
         synth_s = time.perf_counter() - t0
+        synth_cpu = cpu() - c0
 
         cfg = TrialConfig()
         d = cfg.data
@@ -55,9 +63,11 @@ def main() -> None:
         d.cache_dir = str(Path(tmp) / "cache")
         d.val_utterances = 2
         d.prepare_workers = args.workers
+        c0 = cpu()
         t0 = time.perf_counter()
         p = prepare_data(cfg)
         prep_s = time.perf_counter() - t0
+        prep_cpu = cpu() - c0
         t0 = time.perf_counter()
         p2 = prepare_data(cfg)
         again_s = time.perf_counter() - t0
@@ -73,10 +83,18 @@ def main() -> None:
         f"corpus: {c.n_items} utterances, {h * 60:.2f} min of audio at {args.sample_rate} Hz, "
         f"{args.workers} workers, {os.cpu_count()} cores"
     )
-    print(f"synthesis:        {h / (synth_s / 60):.3f} h of audio per minute ({synth_s:.1f} s)")
+    load = os.getloadavg()[0]
+    print(
+        f"load average {load:.1f} on {os.cpu_count()} cores (wall-clock figures shrink when the machine is shared)"
+    )
+    print(
+        f"synthesis:        {h / (synth_s / 60):.3f} h of audio per minute ({synth_s:.1f} s wall); "
+        f"{h / (synth_cpu / 60):.3f} h per CPU-minute (one core)"
+    )
     print(
         f"prepare (cold):   {h / (prep_s / 60):.3f} h of audio per minute ({prep_s:.1f} s: validation + "
-        f"spectrogram n_fft {d.filter_length} hop {d.hop_length} + g2p, BERT off)"
+        f"spectrogram n_fft {d.filter_length} hop {d.hop_length} + g2p, BERT off); "
+        f"{h / (prep_cpu / 60):.3f} h per CPU-minute"
     )
     print(f"prepare (again):  {again_s:.3f} s, {p2.stats.computed} items computed")
     print(f"loading:          {n_batches} batches of 8 in {load_s:.2f} s")
