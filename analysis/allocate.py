@@ -1,0 +1,267 @@
+"""Compute-optimal allocation: for a FLOPs budget (or GPU-hours on a named GPU) the N and D that minimise
+the Approach 3 loss, the predicted loss and quality metric with intervals, and the nearest model config.
+
+Compute and data: C = k * N * D, with k the training FLOPs per generator parameter per audio second,
+measured from the sweep (median over finished trials of C / (N * D); ``flops_per_param_unit``). For a
+transformer LM k = 6 per token; VITS has no such constant (the decoder runs on a fixed segment, the
+discriminators add FLOPs without adding N), so it is measured, and 6 is used only when the table lacks C.
+
+GPU-hours -> FLOPs: the sweep's own measured throughput (C / wall time of finished trials whose ``gpu`` /
+``gpu_name`` column names the GPU) when there is one; otherwise the GPU's dense bf16 peak from
+``GPU_PEAK_FLOPS`` times ``DEFAULT_MFU``, stated as an assumption in the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis import laws
+from analysis.fit import FitRefused, FitResult
+
+# Dense (no sparsity) bf16/fp16 tensor-core peaks from the vendors' data sheets, FLOP/s.
+GPU_PEAK_FLOPS = {
+    "h200": 989e12,  # H200 SXM, same compute as H100 SXM
+    "h100": 989e12,  # H100 SXM5 (PCIe: 756e12)
+    "a100": 312e12,
+    "l40s": 362e12,
+    "a6000": 155e12,  # RTX A6000 (fp16 tensor, fp32 accumulate)
+    "rtx4090": 165e12,  # fp16 tensor, fp32 accumulate
+    "l4": 121e12,
+    "v100": 125e12,
+    "t4": 65e12,
+}
+# Planning assumption when the sweep has no measured throughput on the GPU: VITS training (many small
+# convolutions, a GAN with two optimizer steps, batch of a few clips) reaches far less than a transformer
+# LM's 40-50% model FLOPs utilisation; 25% is a planning figure, replace it with a measured one.
+DEFAULT_MFU = 0.25
+GPU_COLUMNS = ("gpu", "gpu_name", "system.gpu_name", "device_name")
+
+
+def flops_per_param_unit(table: pd.DataFrame | None) -> tuple[float, str]:
+    """k in C = k N D, measured as the median over trials of C / (N D); 6 (the LM rule) if unmeasurable."""
+    if table is not None and {"C", "N", "D"} <= set(table.columns):
+        r = (table["C"] / (table["N"] * table["D"])).to_numpy(float)
+        r = r[np.isfinite(r) & (r > 0)]
+        if len(r):
+            return float(np.median(r)), f"median C/(N*D) over {len(r)} trials"
+    return 6.0, "no C, N, D columns: assumed 6 FLOPs per parameter per unit of data (the LM rule)"
+
+
+def gpu_throughput(
+    gpu: str, table: pd.DataFrame | None = None, mfu: float = DEFAULT_MFU
+) -> tuple[float, str]:
+    """FLOP/s on ``gpu``: measured from the table's trials on that GPU, else peak * mfu (stated)."""
+    key = gpu.lower().replace(" ", "").replace("-", "")
+    if table is not None and {"C", "wall_s"} <= set(table.columns):
+        for col in GPU_COLUMNS:
+            if col in table.columns:
+                names = table[col].astype(str).str.lower().str.replace(" ", "").str.replace("-", "")
+                m = names.str.contains(key, regex=False) & (table["wall_s"] > 0) & np.isfinite(table["C"])
+                if m.any():
+                    tp = float(np.median(table.loc[m, "C"] / table.loc[m, "wall_s"]))
+                    return tp, f"measured: median C / wall time of {int(m.sum())} trials on {gpu}"
+    if key not in GPU_PEAK_FLOPS:
+        raise FitRefused(
+            "allocate", f"unknown GPU {gpu!r} and no trials measured on it; known: {sorted(GPU_PEAK_FLOPS)}"
+        )
+    return GPU_PEAK_FLOPS[
+        key
+    ] * mfu, f"assumed: {gpu} dense bf16 peak {GPU_PEAK_FLOPS[key]:.3g} FLOP/s x MFU {mfu}"
+
+
+def allocate(
+    fit: FitResult,
+    *,
+    budget: float | None = None,
+    gpu_hours: float | None = None,
+    gpu: str = "h100",
+    table: pd.DataFrame | None = None,
+    two_step=None,
+    level: float = 0.9,
+    mfu: float = DEFAULT_MFU,
+    base_config=None,
+) -> dict[str, Any]:
+    """Compute-optimal (N, D) for a budget from an Approach 3 fit, with intervals from its bootstrap draws;
+    the predicted loss; the chained metric when ``two_step`` (``analysis.predict.TwoStep``) is given; the
+    nearest model config realising N."""
+    if fit.law != "chinchilla":
+        raise FitRefused("allocate", f"needs an Approach 3 fit, got {fit.law}")
+    out: dict[str, Any] = {}
+    if budget is None:
+        if gpu_hours is None:
+            raise FitRefused("allocate", "give a FLOPs budget or GPU-hours")
+        tp, src = gpu_throughput(gpu, table, mfu)
+        budget = gpu_hours * 3600.0 * tp
+        out.update({"gpu": gpu, "gpu_hours": gpu_hours, "flops_per_s": tp, "throughput_source": src})
+    if not (budget > 0):
+        raise FitRefused("allocate", f"budget must be positive, got {budget}")
+    k, k_src = flops_per_param_unit(table)
+    p = fit.params
+    N, D = laws.compute_optimal(budget, p["A"], p["B"], p["alpha"], p["beta"], k)
+    L = laws.chinchilla(N, D, p["E"], p["A"], p["B"], p["alpha"], p["beta"])
+    q = (1 - level) / 2
+    out.update({"budget_flops": float(budget), "k": k, "k_source": k_src, "level": level})
+    out["N_opt"], out["D_opt"], out["loss"] = float(N), float(D), float(L)
+    if fit.samples:
+        s = fit.samples
+        Ns, Ds = laws.compute_optimal(budget, s["A"], s["B"], s["alpha"], s["beta"], k)
+        Ls = laws.chinchilla(Ns, Ds, s["E"], s["A"], s["B"], s["alpha"], s["beta"])
+        for name, arr in (("N_opt", Ns), ("D_opt", Ds), ("loss", Ls)):
+            out[f"{name}_ci"] = [float(np.nanquantile(arr, q)), float(np.nanquantile(arr, 1 - q))]
+    out["D_opt_hours"] = float(D) / 3600.0
+    out["a"], out["b"] = p["a"], p["b"]
+    if two_step is not None:
+        pr = two_step.predict_budget(budget, k=k, level=level)
+        out["metric_name"] = two_step.metric
+        out["metric"] = float(pr["metric"][0])
+        out["metric_ci"] = [float(pr["low"][0]), float(pr["high"][0])]
+    out["config"] = nearest_config(float(N), base_config)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# nearest model config
+
+WIDTHS = (64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536)
+DEPTHS = tuple(range(2, 25))
+
+
+def estimate_generator_params(m, d=None) -> int:
+    """Analytic generator parameter count (fallback when ``model.counting`` / the generator cannot be
+    built). Counts the convolutions, linear layers, embeddings and layer norms of the SBV2 JP-Extra
+    generator (enc_p transformer with speaker conditioning, enc_q WaveNet of 16 layers, transformer
+    coupling flow, HiFi-GAN decoder with ResBlock1, stochastic + deterministic duration predictors,
+    speaker embedding); ignores weight-norm gains and relative-position embeddings (< 1%)."""
+    from model.config import DataConfig
+
+    d = d or DataConfig()
+    h, f, i, g = m.hidden_channels, m.filter_channels, m.inter_channels, m.gin_channels
+    n_vocab = m.n_vocab or 112
+    tones, langs = m.num_tones or 12, m.num_languages or 3
+
+    def conv(cin, cout, k=1, bias=True):
+        return cin * cout * k + (cout if bias else 0)
+
+    def attn_layer(hh, ff, k):
+        return 4 * conv(hh, hh) + conv(hh, ff, k) + conv(ff, hh, k) + 4 * hh  # 4 proj, FFN, 2 LayerNorms
+
+    n = (n_vocab + tones + langs) * h
+    n += conv(d.bert_dim, h) if m.bert_dim else 0
+    n += conv(m.style_dim, h) if m.style_dim else 0
+    n += m.n_layers * attn_layer(h, f, m.kernel_size) + (conv(g, h) if m.use_spk_conditioned_encoder else 0)
+    n += conv(h, 2 * i)  # enc_p
+    spec = d.n_mel_channels if m.use_mel_posterior_encoder else d.filter_length // 2 + 1
+    n += (
+        conv(spec, h) + 16 * (conv(h, 2 * h, 5) + conv(h, 2 * h)) + conv(g, 2 * h * 16) + conv(h, 2 * i)
+    )  # enc_q
+    flows = 1 if m.flow_share_parameter else m.n_flow_layer
+    if m.use_transformer_flow:
+        per = conv(i // 2, h) + m.n_layers_trans_flow * attn_layer(h, f, 5) + conv(g, h) + conv(h, i // 2)
+    else:
+        per = conv(i // 2, h) + 4 * (conv(h, 2 * h, 5) + conv(h, 2 * h)) + conv(g, 8 * h) + conv(h, i // 2)
+    n += flows * per  # flow
+    U = m.upsample_initial_channel
+    n += conv(i, U, 7) + conv(g, U)
+    c = U
+    for k_up in m.upsample_kernel_sizes:
+        c_out = c // 2
+        n += conv(c, c_out, k_up)
+        for k_rb in m.resblock_kernel_sizes:
+            n += 6 * conv(c_out, c_out, k_rb) if str(m.resblock) == "1" else 2 * conv(c_out, c_out, k_rb)
+        c = c_out
+    n += conv(c, 1, 7, bias=False)  # dec
+    n += (
+        conv(h, 192)
+        + conv(g, h)
+        + 3 * (192 * 3 + conv(192, 192))
+        + 4 * (conv(1, 192) + 3 * (192 * 3 + conv(192, 192)) + conv(192, 29)) * 2
+    )
+    n += conv(h, 256, 3) + conv(256, 256, 3) + conv(256, 1) + conv(g, h)  # sdp (approx.), dp
+    n += d.n_speakers * g  # emb_g
+    return int(n)
+
+
+def _exact_counter():
+    """``model.counting.parameter_counts`` if the generator can be built here, else None."""
+    try:
+        from model.config import TrialConfig
+        from model.counting import parameter_counts
+
+        parameter_counts(TrialConfig())
+    except Exception:
+        return None
+    return parameter_counts
+
+
+def _variant(base, width: int, depth: int):
+    """``base`` scaled to ``width`` (hidden = inter = width, filter = 4 width, decoder initial channels
+    scaled by width / base width, multiple of 32) and ``depth`` (text-encoder and flow transformer layers);
+    heads = width // 96 rounded down to a power of two (head size near SBV2's 96), at least 1."""
+    scale = width / base.hidden_channels
+    heads = 2 ** max(0, int(math.log2(max(1, width // 96))))
+    while width % heads:
+        heads //= 2
+    return dataclasses.replace(
+        base,
+        hidden_channels=width,
+        inter_channels=width,
+        filter_channels=4 * width,
+        n_heads=heads,
+        n_layers=depth,
+        n_layers_trans_flow=depth,
+        upsample_initial_channel=max(64, int(round(base.upsample_initial_channel * scale / 32)) * 32),
+    )
+
+
+def nearest_config(N_target: float, base=None, *, n_exact: int = 4) -> dict[str, Any]:
+    """The (width, depth, heads) variant of ``base`` (default: the public JP-Extra ``ModelConfig``) whose
+    generator parameter count is nearest N_target in log scale, with a small preference for the base's
+    depth/width aspect. Ranked by the analytic estimate; the best ``n_exact`` are then counted exactly
+    with ``model.counting`` when it is importable (``counted_by`` says which was used)."""
+    from model.config import ModelConfig
+
+    base = base or ModelConfig()
+    aspect0 = base.n_layers / base.hidden_channels
+    cands = []
+    for w in WIDTHS:
+        for dpt in DEPTHS:
+            v = _variant(base, w, dpt)
+            n = estimate_generator_params(v)
+            score = abs(math.log(n / N_target)) + 0.02 * abs(math.log((dpt / w) / aspect0))
+            cands.append((score, n, v))
+    cands.sort(key=lambda t: t[0])
+    counter = _exact_counter()
+    counted_by = "analytic estimate (model.counting unavailable)"
+    if counter is not None:
+        from model.config import TrialConfig
+
+        exact = []
+        for _, _, v in cands[:n_exact]:
+            n = counter(TrialConfig(model=v))["generator"]["total"]
+            exact.append(
+                (
+                    abs(math.log(n / N_target))
+                    + 0.02 * abs(math.log((v.n_layers / v.hidden_channels) / aspect0)),
+                    n,
+                    v,
+                )
+            )
+        cands = sorted(exact, key=lambda t: t[0])
+        counted_by = "model.counting.parameter_counts"
+    _, n, v = cands[0]
+    return {
+        "width": v.hidden_channels,
+        "depth": v.n_layers,
+        "heads": v.n_heads,
+        "filter_channels": v.filter_channels,
+        "upsample_initial_channel": v.upsample_initial_channel,
+        "N": int(n),
+        "N_target": float(N_target),
+        "rel_error": float(n / N_target - 1.0),
+        "counted_by": counted_by,
+    }
