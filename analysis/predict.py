@@ -18,6 +18,7 @@ import numpy as np
 from analysis import laws
 from analysis.fit import (
     A3_GRID_COARSE,
+    LBFGS_BOOT,
     FitRefused,
     FitResult,
     _a3_params,
@@ -183,7 +184,9 @@ def fit_two_step(
         w = _weights(rng, len(logL))
         if len(np.unique(logN[w > 0])) < 3 or len(np.unique(logD[w > 0])) < 3:
             continue
-        _, t1 = _a3_solve(logN, logD, logL, 1e-3, w, grid=A3_GRID_COARSE, n_refine=1, extra_starts=[th1])
+        _, t1 = _a3_solve(
+            logN, logD, logL, 1e-3, w, grid=A3_GRID_COARSE, n_refine=1, extra_starts=[th1], options=LBFGS_BOOT
+        )
         _, t2 = _logi_solve(LL, yy, [th2], bnds, w)
         if t1 is None or t2 is None:
             continue

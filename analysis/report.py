@@ -75,9 +75,11 @@ def write_report(
     holdout_top: int | None = None,
     seed: int = 0,
     title: str | None = None,
+    exact_count: bool = True,
 ) -> Path:
     """Run every applicable fit, draw the plots, write ``out_dir/report.html`` (+ PNG/SVG, ``fits.json``,
-    ``table.csv``). Returns the HTML path."""
+    ``table.csv``). Returns the HTML path. ``exact_count=False`` sizes the allocation's config with the
+    analytic parameter estimate instead of building nets with ``model.counting``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     s = run_suite(table, metric, curves=curves, quality=quality, n_boot=n_boot, seed=seed)
@@ -174,7 +176,13 @@ def write_report(
         from analysis.allocate import allocate
 
         try:
-            alloc = allocate(s.fits["approach3"], budget=10 * c_range(t)[1], table=t, two_step=s.two_step)
+            alloc = allocate(
+                s.fits["approach3"],
+                budget=10 * c_range(t)[1],
+                table=t,
+                two_step=s.two_step,
+                exact_count=exact_count,
+            )
         except FitRefused as e:
             refused["allocation"] = e.reason
         except Exception as e:  # nearest-config counting builds nets; report, don't crash

@@ -11,7 +11,7 @@ This module is the only one in ``analysis/`` that imports mlflow (lazily, inside
 
 MLflow layout read (written by ``orchestrator.tracking``): trial runs carry the tags ``vits_scaling.sweep``,
 ``vits_scaling.trial_id`` and ``vits_scaling.status``; the sweep's parent run carries ``vits_scaling.sweep``
-and no trial id. A trial id that appears on several runs (a re-run) keeps its latest finished run.
+and ``vits_scaling.role=sweep`` (or, from older writers, simply no trial id). A trial id that appears on several runs (a re-run) keeps its latest finished run.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import pandas as pd
 TAG_SWEEP = "vits_scaling.sweep"
 TAG_TRIAL = "vits_scaling.trial_id"
 TAG_STATUS = "vits_scaling.status"
+TAG_ROLE = "vits_scaling.role"  # sweep (the parent run) | trial
 DEFAULT_URI = "sqlite:///runs/mlflow.db"
 USABLE_STATUS = ("finished",)
 
@@ -130,7 +131,7 @@ def sweep_runs(sweep: str, uri: str | None = None) -> tuple[Any, list]:
     """(parent run or None, trial runs) of a sweep, one run per trial id (the latest finished one)."""
     client = mlflow_client(uri)
     runs = _search(client, f"tags.`{TAG_SWEEP}` = '{sweep}'")
-    parents = [r for r in runs if TAG_TRIAL not in r.data.tags]
+    parents = [r for r in runs if r.data.tags.get(TAG_ROLE) == "sweep" or TAG_TRIAL not in r.data.tags]
     children: dict[str, Any] = {}
     for r in runs:
         tid = r.data.tags.get(TAG_TRIAL)

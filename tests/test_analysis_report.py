@@ -1,0 +1,204 @@
+"""Plots, the self-contained HTML report, allocation, and the CLI's JSON shapes."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from analysis import synthetic as S
+from orchestrator.cli import app
+
+
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.srcs, self.tags = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        self.tags += 1
+        if tag == "img":
+            self.srcs.append(dict(attrs).get("src", ""))
+
+
+@pytest.fixture(scope="module")
+def sweep_csv(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tables")
+    t = S.sweep_table(seed=7)
+    p = d / "sweep.csv"
+    t.to_csv(p, index=False)
+    return p
+
+
+@pytest.fixture(scope="module")
+def report_dir(sweep_csv, tmp_path_factory):
+    import pandas as pd
+
+    from analysis.report import write_report
+    from analysis.table import read_file
+
+    out = tmp_path_factory.mktemp("report")
+    t = read_file(sweep_csv)
+    t = pd.concat(
+        [t, t.iloc[[0]].assign(trial="failed1", status="failed", val_nelbo=np.nan)], ignore_index=True
+    )
+    write_report(t, out, n_boot=10, holdout_top=6, exact_count=False)
+    return out
+
+
+def test_report_is_self_contained_html_with_every_plot_embedded(report_dir):
+    html = (report_dir / "report.html").read_text()
+    p = _Images()
+    p.feed(html)
+    pngs = sorted(report_dir.glob("*.png"))
+    assert len(pngs) >= 7  # pred_vs_obs, loss_vs_N, loss_vs_D, allocation, frontier, quality, backtest
+    assert len(p.srcs) == len(pngs)
+    assert all(s.startswith("data:image/png;base64,") and len(s) > 2000 for s in p.srcs)
+    for png in pngs:
+        assert png.stat().st_size > 5000 and png.with_suffix(".svg").stat().st_size > 5000
+    for section in ("approach3", "Backtest", "Not enough data for", "Allocation", "Data", "Two-step"):
+        assert section in html
+    # a grid sweep has no IsoFLOP budgets: refused, with the reason, not silently dropped
+    assert "approach2" in html and "interior IsoFLOP minimum" in html
+    assert "1 trials not finished" in html
+    fits = json.loads((report_dir / "fits.json").read_text())
+    assert fits["fits"]["approach3"]["n_points"] == 42
+    assert fits["backtest"]["n_test"] == 6
+
+
+def test_plots_for_isoflop_and_approach1(tmp_path):
+    from analysis import fit as F
+    from analysis import plots
+
+    df = S.isoflop_table(np.geomspace(1e19, 1e21, 4), n_per=7, seed=1)
+    a2 = F.fit_approach2(df.N, df.D, df.C, df.L, budgets=df.budget, n_boot=20)
+    cv = S.curves_table(np.geomspace(1e8, 1e10, 8), D_max=5e11)
+    a1 = F.fit_approach1(cv, n_boot=10)
+    for png in (
+        plots.isoflop(df, "L", a2, tmp_path),
+        plots.allocation({"approach1": a1, "approach2": a2}, None, 6.0, (1e19, 1e21), tmp_path),
+    ):
+        assert png.stat().st_size > 10000 and png.with_suffix(".svg").exists()
+
+
+def test_allocate_budget_and_gpu_hours():
+    from analysis.allocate import GPU_PEAK_FLOPS, allocate, gpu_throughput
+    from analysis.fit import fit_approach3
+    from analysis.predict import two_step_from_table
+
+    t = S.sweep_table(seed=8)
+    f = fit_approach3(t.N, t.D, t.val_nelbo, n_boot=30)
+    ts = two_step_from_table(t, n_boot=20)
+    r = allocate(f, budget=1e16, table=t, two_step=ts, exact_count=False)
+    assert r["k"] == pytest.approx(40.0)
+    assert r["N_opt"] * r["D_opt"] * 40.0 == pytest.approx(1e16, rel=1e-6)
+    assert r["N_opt_ci"][0] <= r["N_opt"] <= r["N_opt_ci"][1]
+    assert r["metric_ci"][0] <= r["metric"] <= r["metric_ci"][1] and 1.0 <= r["metric"] <= 5.0
+    assert abs(np.log(r["config"]["N"] / r["N_opt"])) < 0.35
+    g = allocate(f, gpu_hours=2.0, gpu="h100", table=t, exact_count=False)
+    assert g["budget_flops"] == pytest.approx(2 * 3600 * GPU_PEAK_FLOPS["h100"] * 0.25)
+    assert g["throughput_source"].startswith("assumed")
+    t2 = t.assign(gpu="NVIDIA H100 80GB HBM3", wall_s=t["C"] / 3e14)
+    tp, src = gpu_throughput("h100", t2)
+    assert tp == pytest.approx(3e14) and src.startswith("measured")
+
+
+def _run(args):
+    res = CliRunner().invoke(app, args)
+    return res
+
+
+def test_cli_fit_json_shape_for_a_csv(tmp_path):
+    df = S.chinchilla_points(80, seed=2).rename(columns={"N": "params", "D": "tokens", "L": "loss"})
+    p = tmp_path / "c.csv"
+    df.to_csv(p, index=False)
+    res = _run(
+        [
+            "fit",
+            str(p),
+            "--n-col",
+            "params",
+            "--d-col",
+            "tokens",
+            "--metric",
+            "loss",
+            "--approach",
+            "3",
+            "--json",
+            "--n-boot",
+            "20",
+        ]
+    )
+    assert res.exit_code == 0, res.output
+    obj = json.loads(res.stdout)
+    keys = {"E", "A", "B", "alpha", "beta", "a", "b", "n_points", "ci"}
+    assert set(obj) == keys and obj["n_points"] == 80
+    assert set(obj["ci"]) == keys - {"n_points", "ci"} and all(len(v) == 2 for v in obj["ci"].values())
+    assert abs(obj["alpha"] - S.CHINCHILLA["alpha"]) < 0.08
+    # refused fits exit 2 with the reason
+    df.head(5).to_csv(p, index=False)
+    res = _run(
+        [
+            "fit",
+            str(p),
+            "--n-col",
+            "params",
+            "--d-col",
+            "tokens",
+            "--metric",
+            "loss",
+            "--approach",
+            "3",
+            "--json",
+        ]
+    )
+    assert res.exit_code == 2 and "too few points" in " ".join(res.output.split())
+    res = _run(["fit", str(p), "--n-col", "nope", "--approach", "3"])
+    assert res.exit_code == 2 and "no column 'nope'" in " ".join(res.output.split())
+
+
+def test_cli_backtest_json_shape(sweep_csv):
+    res = _run(
+        [
+            "backtest",
+            str(sweep_csv),
+            "--metric",
+            "val_nelbo",
+            "--holdout-top",
+            "6",
+            "--json",
+            "--n-boot",
+            "20",
+        ]
+    )
+    assert res.exit_code == 0, res.output
+    obj = json.loads(res.stdout)
+    assert obj["metric"] == "val_nelbo"
+    for law in obj["laws"].values():
+        assert {"mean_abs_rel_error", "coverage", "points"} <= set(law)
+        assert len(law["points"]) == 6
+        assert set(law["points"][0]) >= {"trial", "observed", "predicted", "low", "high", "covered"}
+
+
+def test_cli_allocate_json(sweep_csv):
+    res = _run(["allocate", "--budget", "1e16", "--file", str(sweep_csv), "--json", "--n-boot", "20"])
+    assert res.exit_code == 0, res.output
+    obj = json.loads(res.stdout)
+    assert {"N_opt", "D_opt", "loss", "metric", "metric_ci", "config"} <= set(obj)
+    res = _run(["allocate", "--budget", "1e16"])
+    assert res.exit_code == 2 and "--sweep NAME or --file" in " ".join(res.output.split())
+
+
+def test_analytic_parameter_estimate_matches_model_counting():
+    counting = pytest.importorskip("model.counting")
+    from analysis.allocate import _variant, estimate_generator_params, nearest_config
+    from model.config import ModelConfig, TrialConfig
+
+    v = _variant(ModelConfig(), 96, 3)
+    exact = counting.parameter_counts(TrialConfig(model=v))["generator"]["total"]
+    assert abs(estimate_generator_params(v) / exact - 1) < 0.03
+    c = nearest_config(4e7, exact=False)
+    assert abs(np.log(c["N"] / 4e7)) < 0.2 and c["width"] % c["heads"] == 0
