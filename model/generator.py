@@ -464,6 +464,15 @@ class GeneratorOutput:
 
 
 class SynthesizerTrn(nn.Module):
+    """The JP-Extra generator. Fixed public choices: posterior encoder WN with 16 layers, kernel 5
+    (``n_layers_q`` is accepted for config compatibility but, as in the public model, not used); flow FFN
+    kernel 5; duration predictors of width 192 (stochastic) / 256 (deterministic) unless configured.
+
+    ``mas_impl``: numba on CPU tensors, batched torch on CUDA (``auto``), or forced. Noise-scaled MAS adds
+    ``std(valid scores) * N(0, 1) * current_mas_noise_scale`` to the alignment scores in training; the
+    trainer calls ``update_mas_noise_scale(step)`` after each optimizer step.
+    """
+
     def __init__(
         self,
         n_vocab: int,

@@ -107,6 +107,15 @@ def test_residual_coupling_flow_variant_and_no_bert_no_style():
     assert out.y_hat.shape == (2, 1, cfg.train.segment_size)
 
 
+def test_shared_flow_encoder_is_counted_once():
+    _, net = _tiny(flow_share_parameter=True)
+    enc = sum(p.numel() for p in net.flow.wn.parameters())
+    per_layer = sum(p.numel() for n, p in net.flow.flows[0].named_parameters() if not n.startswith("enc."))
+    n_couplings = len(net.flow.flows) // 2
+    assert all(f.enc is net.flow.wn for f in net.flow.flows[::2])
+    assert sum(p.numel() for p in net.flow.parameters()) == enc + n_couplings * per_layer
+
+
 def test_torch_mas_in_forward_matches_numba():
     cfg, net = _tiny()
     net.eval()  # no MAS noise, no dropout: alignment depends only on the inputs
