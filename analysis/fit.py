@@ -986,22 +986,31 @@ def fit_approach1(curves, *, n_grid=40, n_boot=200, level=0.95, seed=0, name="ap
         hi = max(p[2][-1] for p in sel)
         return _envelope([p[1:] for p in sel if len(p[2]) > 1], np.linspace(lo, hi, n_grid))
 
-    def fit_env(env):
-        # envelope points won by the smallest or largest size are truncated by the sampled range (the
-        # optimum may lie beyond it): leave them out
-        sizes = [e[1] for e in env]
-        if len(set(sizes)) > 2:
-            lo, hi = min(sizes), max(sizes)
-            env = [e for e in env if lo < e[1] < hi]
+    def fit_env(env, sel):
+        # an envelope point won by the smallest or largest sampled size (or, from final points only, at the
+        # smallest or largest sampled data) is truncated by the sampled range: the optimum may lie beyond
+        # it, so it is left out
+        n_lo, n_hi = min(p[1] for p in sel), max(p[1] for p in sel)
+        env = [e for e in env if n_lo < e[1] < n_hi]
+        if single:
+            ds = [np.exp(p[4][0]) for p in sel]
+            env = [e for e in env if min(ds) < e[2] < max(ds)]
         if len(env) < 3 or len({e[1] for e in env}) < 2:
             return None
         C, Nn, Dd, Lm = (np.array([e[i] for e in env]) for i in range(4))
         return C, Nn, Dd, Lm
 
-    full = fit_env(envelope_of(per))
+    full = fit_env(envelope_of(per), per)
     if full is None:
         raise FitRefused(
-            name, "the minimum-loss envelope has fewer than 3 points or a single model size on it"
+            name,
+            "fewer than 3 points of the minimum-loss envelope lie inside the sampled sizes"
+            + (
+                " and data amounts (final points only: log metric histories for real curves)"
+                if single
+                else ""
+            )
+            + ", or a single model size is on it",
         )
     C, Nn, Dd, Lm = full
     samples: dict[str, np.ndarray] = {}
@@ -1010,7 +1019,7 @@ def fit_approach1(curves, *, n_grid=40, n_boot=200, level=0.95, seed=0, name="ap
         ps = []
         for _ in range(n_boot):
             sel = [per[i] for i in rng.integers(0, len(per), len(per))]
-            fb = fit_env(envelope_of(sel))
+            fb = fit_env(envelope_of(sel), sel)
             if fb is None:
                 continue
             a, cN = _loglin(np.log(fb[0]), np.log(fb[1]))
