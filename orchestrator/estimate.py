@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,7 +30,15 @@ _measured: dict[str, dict[str, Any]] = {}
 
 
 def available_hours(data_cfg, notes: list[str] | None = None) -> float | None:
-    """Hours of training audio the configured corpus holds, or None if it cannot be told before launch."""
+    """Hours of training audio the configured corpus holds, or None if it cannot be told before launch.
+
+    The built-in corpus is only asked about once it has been built (building it takes minutes); before
+    that its configured size ``data.builtin_hours`` is the bound.
+    """
+    if data_cfg.corpus == "builtin":
+        built = Path(data_cfg.corpus_dir)
+        if not (built.is_dir() and any(built.iterdir())):
+            return float(data_cfg.builtin_hours)
     try:
         from model import data as mdata
 

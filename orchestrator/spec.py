@@ -603,7 +603,7 @@ def resolve(spec: SweepSpec | str | Path, *, count: bool = True) -> Plan:
                 plan.skipped.append(Skipped(tid, axes, seed, reason))
                 continue
             _finish(plan, cfg, tid, name, axes)
-            plan.trials.append(TrialPlan(tid, name, axes, seed, cfg))
+            plan.trials.append(TrialPlan(tid, name, axes, seed, cfg, steps=cfg.train.steps))
     if count and spec.estimate.count:
         from orchestrator.estimate import estimate_plan
 

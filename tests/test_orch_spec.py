@@ -1,0 +1,199 @@
+"""Sweep spec: validation errors (file + field + what is allowed, nothing launched), resolution, trial ids."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from orch_helpers import ROOT, SWEEPS
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.expr import Expr, ExprError
+from orchestrator.spec import SpecError, load_spec, parse_spec, resolve, trial_id_for
+
+BAD = {
+    "bad_unknown_field": ["max_concurent", "unknown field", "allowed:", "max_concurrent"],
+    "bad_wrong_type": ["axes.n_layers[1]", "expected an integer", "'deep'"],
+    "bad_empty_axis": ["axes.width", "empty list"],
+    "bad_impossible": ["no trials left", "not divisible by n_heads 4"],
+    "bad_missing_base": ["base.file", "not found", "no_such_base.yaml"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_invalid_yaml_clear_error_and_nothing_launched(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = SWEEPS / f"{name}.yaml"
+    with pytest.raises(SpecError) as e:
+        resolve(path, count=False)
+    msg = str(e.value)
+    assert str(path) in msg
+    for part in BAD[name]:
+        assert part in msg, msg
+    res = CliRunner().invoke(app, ["sweep", "submit", str(path)])
+    assert res.exit_code == 2
+    assert BAD[name][0] in res.output
+    assert not (tmp_path / "runs").exists()  # no state, no MLflow store, no Ray
+
+
+def _spec(tmp_path, **raw):
+    raw.setdefault("name", "t")
+    raw.setdefault("base", {"preset": "tiny"})
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    return p
+
+
+@pytest.mark.parametrize(
+    "raw, parts",
+    [
+        ({"axes": {"bogus": [1]}}, ["axes.bogus", "unknown axis", "width", "section.field"]),
+        ({"axes": {"model.hiden_channels": [1]}}, ["axes.model.hiden_channels", "hidden_channels"]),
+        ({"axes": {"model.disc_width": [0.5, "wide"]}}, ["axes.model.disc_width[1]", "float"]),
+        ({"axes": {"width": 64}}, ["axes.width", "list"]),
+        ({"axes": {"steps": [10], "compute_budget": [1e12]}}, ["compute_budget or steps"]),
+        ({"points": [{"width": 16}]}, ["points", "mode: list"]),
+        ({"mode": "list"}, ["points", "non-empty"]),
+        ({"axes": {"width": [16]}, "mode": "random"}, ["mode", "grid", "list"]),
+        ({"axes": {"width": [16]}, "resources": {"gpu": 1.5}}, ["resources.gpu", "fractions"]),
+        ({"axes": {"width": [16]}, "constraints": ["widht > 3"]}, ["constraints[0]", "unknown name widht"]),
+        ({"axes": {"width": [16]}, "constraints": ["__import__('os')"]}, ["constraints[0]", "not allowed"]),
+        (
+            {"axes": {"width": [16]}, "base": {"preset": "tiny", "model": {"n_layerz": 2}}},
+            ["base.model.n_layerz"],
+        ),
+        ({"axes": {"width": [16]}, "name": "bad name!"}, ["name"]),
+        ({"axes": {"width": [16]}, "seeds": 0}, ["seeds"]),
+    ],
+)
+def test_invalid_fields_name_the_path(tmp_path, raw, parts):
+    with pytest.raises(SpecError) as e:
+        resolve(_spec(tmp_path, **raw), count=False)
+    for part in parts:
+        assert part in str(e.value), str(e.value)
+
+
+def test_grid_isoflop_seeds_constraints_and_skip_reasons(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    plan = resolve(SWEEPS / "grid_iso.yaml", count=False)
+    # isoflop points: 2 budgets x 2 sizes = 4; x data_hours 3; x seeds 2 = 24 points
+    assert len(plan.trials) + len(plan.skipped) == 24
+    reasons = [s.reason for s in plan.skipped]
+    assert sum("more than the corpus holds" in r for r in reasons) == 6  # data_hours 2.0 > 0.5 h
+    assert sum("not divisible by n_heads 3" in r for r in reasons) == 6  # checked before data hours
+    assert sum("constraint 'width * n_layers <= 150' is false" in r for r in reasons) == 4
+    assert len(plan.trials) == 8
+    for tp in plan.trials:
+        m = tp.config.model
+        assert m.hidden_channels == m.inter_channels == tp.axes["width"]
+        assert m.filter_channels == 3 * m.hidden_channels  # filter_ratio: 3
+        assert tp.config.train.compute_budget in (1e12, 4e12) and tp.config.train.steps is None
+        assert tp.config.data.data_hours == tp.axes["data_hours"]
+        assert tp.config.train.seed == tp.axes["seed"] in (0, 1)
+        assert tp.config.sweep == "grid_iso" and tp.config.trial_id == tp.trial_id
+        assert (
+            Path(tp.config.output_dir) == tmp_path / "runs" / "sweeps" / "grid_iso" / "trials" / tp.trial_id
+        )
+        assert tp.config.tracking.uri == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    assert len({tp.trial_id for tp in plan.trials}) == len(plan.trials)
+
+
+def test_list_mode_width_mapping_dotted_and_extra_axes(tmp_path):
+    p = _spec(
+        tmp_path,
+        mode="list",
+        points=[
+            {"width": {"hidden": 64, "inter": 48, "filter": 100}, "model.disc_width": 0.25},
+            {"width": 32, "filter_ratio": 2.5, "extra.note": "x", "train.learning_rate": 1e-3},
+        ],
+        axes={"n_layers": [1, 3]},
+        seeds=[7],
+    )
+    plan = resolve(p, count=False)
+    assert len(plan.trials) == 4
+    a = plan.trials[0].config
+    assert (a.model.hidden_channels, a.model.inter_channels, a.model.filter_channels) == (64, 48, 100)
+    assert a.model.disc_width == 0.25 and a.train.seed == 7
+    b = plan.trials[2].config
+    assert (b.model.hidden_channels, b.model.filter_channels, b.train.learning_rate) == (32, 80, 1e-3)
+    assert plan.trials[2].axes["extra.note"] == "x"
+    assert [tp.config.model.n_layers for tp in plan.trials] == [1, 3, 1, 3]
+
+
+def test_trial_ids_are_stable(tmp_path):
+    a = _spec(tmp_path, axes={"width": [16, 32], "compute_budget": ["1e12", 2.0e12]}, seeds=2)
+    ids_a = {json.dumps(tp.axes, sort_keys=True): tp.trial_id for tp in resolve(a, count=False).trials}
+    # same points in another order, other base settings, an extra axis value: same ids for the same points
+    b = _spec(
+        tmp_path,
+        axes={"compute_budget": [2e12, 1e12, 4e12], "width": [32, 16]},
+        seeds=[0, 1],
+        base={"preset": "tiny", "train": {"learning_rate": 1e-3}},
+    )
+    ids_b = {json.dumps(tp.axes, sort_keys=True): tp.trial_id for tp in resolve(b, count=False).trials}
+    assert len(ids_a) == 8 and len(ids_b) == 12
+    for k, v in ids_a.items():
+        assert ids_b[k] == v
+    assert (
+        trial_id_for({"width": 16}, 0) == trial_id_for({"width": 16.0}, 0) != trial_id_for({"width": 16}, 1)
+    )
+
+
+def test_budget_below_one_step_is_skipped(tmp_path):
+    pytest.importorskip("torch")
+    p = _spec(tmp_path, axes={"width": [16], "compute_budget": [1.0, 1e13]})
+    plan = resolve(p)  # counts FLOPs per step with model.counting
+    assert len(plan.trials) == 1 and plan.trials[0].steps and plan.trials[0].flops_per_step
+    assert plan.trials[0].steps == int(1e13 // plan.trials[0].flops_per_step)
+    assert "less than one training step" in plan.skipped[0].reason
+
+
+def test_shipped_sweeps_are_valid(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for path in sorted((ROOT / "sweeps").glob("*.yaml")):
+        spec = load_spec(path)
+        plan = resolve(spec, count=False)
+        assert plan.trials, path
+    demo = resolve(ROOT / "sweeps" / "demo.yaml", count=False)
+    assert len(demo.trials) >= 12
+    assert {"width", "n_layers", "data_hours", "compute_budget"} <= set(demo.trials[0].axes)
+    assert demo.trials[0].config.data.sampling_rate == 16000
+
+
+def test_dry_run_json_lists_trials(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["sweep", "submit", str(SWEEPS / "tiny2.yaml"), "--dry-run", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert len(rows) == 2
+    for key in (
+        "trial_id",
+        "axes",
+        "hidden_channels",
+        "filter_channels",
+        "params_generator",
+        "flops_per_step",
+        "steps",
+    ):
+        assert key in rows[0]
+    assert rows[0]["steps"] == 6
+    assert not (tmp_path / "runs").exists()
+
+
+def test_expr():
+    e = Expr("n_layers >= 12 and width % n_heads == 0, model.disc_width < 1")
+    assert e.names == {"n_layers", "width", "n_heads", "model.disc_width"}
+    assert e({"n_layers": 12, "width": 64, "n_heads": 4, "model.disc_width": 0.5})
+    assert not e({"n_layers": 2, "width": 64, "n_heads": 4, "model.disc_width": 0.5})
+    assert not Expr("x > 1")({"x": None})
+    for bad in ("open('f')", "x.__class__()", "[1]", "lambda: 1", ""):
+        with pytest.raises(ExprError):
+            Expr(bad)
+
+
+def test_parse_spec_from_mapping():
+    spec = parse_spec({"name": "m", "axes": {"n_layers": [1]}, "base": {"preset": "tiny"}})
+    assert spec.seed_list(42) == [42] and spec.max_failures == 1 and spec.resources.cpu == 1
