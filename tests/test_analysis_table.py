@@ -145,3 +145,21 @@ def test_file_tables_csv_parquet_and_column_mapping(tmp_path):
     long.to_csv(lp, index=False)
     assert list(T.read_file(lp)["loss"]) == [4, 2]
     assert len(T.curves_from_file(lp, "loss")) == 4
+
+
+def test_cli_report_from_mlflow_sweep_logs_to_parent_and_explains_refusals(store, tmp_path):
+    from mlflow.tracking import MlflowClient
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    uri, pid = store
+    res = CliRunner().invoke(
+        app, ["report", "demo", "--tracking-uri", uri, "--out", str(tmp_path), "--n-boot", "5"]
+    )
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "report.html").read_text()
+    assert "Not enough data for" in html and "too few points" in html  # 3 finished trials support no fit
+    assert "1 trials not finished" in html
+    names = [f.path for f in MlflowClient(tracking_uri=uri).list_artifacts(pid, "report")]
+    assert "report/report.html" in names and "report/fits.json" in names
