@@ -248,3 +248,35 @@ def backtest_plot(result: dict[str, Any], table: pd.DataFrame, out, name: str = 
     ax.set_title(f"Backtest: {result['n_test']} held-out trials above C={result['threshold_C']:.3g}")
     ax.legend(fontsize=7)
     return _save(fig, out, name)
+
+
+def pretrain_vs_scratch(table: pd.DataFrame, metric: str, out, name: str = "pretrain_vs_scratch") -> Path:
+    """Fine-tune loss against fine-tune hours, pretrained (filled) vs from scratch (open), per model size."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    pre = pd.to_numeric(table["pretrain_hours"], errors="coerce").fillna(0) > 0
+    hours = table["data_hours"] if "data_hours" in table.columns else table["D"] / 3600.0
+    sizes = sorted(table["N"].unique())
+    cmap = plt.get_cmap("viridis", max(len(sizes), 2))
+    for j, n in enumerate(sizes):
+        for flag, style in ((False, dict(facecolor="none", ls="--")), (True, dict(ls="-"))):
+            m = (table["N"] == n) & (pre == flag)
+            if not m.any():
+                continue
+            o = np.argsort(hours[m].to_numpy())
+            hx, ly = hours[m].to_numpy()[o], table.loc[m, metric].to_numpy()[o]
+            ax.plot(hx, ly, color=cmap(j), ls=style["ls"], lw=1)
+            ax.scatter(
+                hx,
+                ly,
+                color=cmap(j),
+                facecolor=style.get("facecolor", cmap(j)),
+                s=20,
+                label=f"N={n:.2g} {'pretrained' if flag else 'scratch'}",
+            )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("fine-tune hours")
+    ax.set_ylabel(metric)
+    ax.set_title("Pretrained (solid) vs from scratch (dashed)")
+    ax.legend(fontsize=6, ncol=2)
+    return _save(fig, out, name)

@@ -105,7 +105,15 @@ def write_report(
 
     # fits
     parts.append("<h2>Fits</h2>")
-    for key in ("approach3", "approach2", "approach1", "L(C) frontier", "data_constrained"):
+    for key in (
+        "approach3",
+        "approach2",
+        "approach1",
+        "L(C) frontier",
+        "data_constrained",
+        "efficiency",
+        "transfer",
+    ):
         if key in s.fits:
             parts.append(_fit_table(s.fits[key]))
     for fits in s.per_group.values():
@@ -159,6 +167,9 @@ def write_report(
         plot("allocation", lambda: plots.allocation(alloc_fits, s.fits.get("approach3"), k, c_range(t), out))
     if "C" in t.columns and metric in t.columns and len(t):
         plot("frontier", lambda: plots.frontier(t, metric, s.fits.get("L(C) frontier"), out))
+    ft = s.full_table if s.full_table is not None else t
+    if "pretrain_hours" in ft.columns and metric in ft.columns:
+        plot("pretrain_vs_scratch", lambda: plots.pretrain_vs_scratch(ft, metric, out))
     if sat_key:
         plot("quality_vs_compute", lambda: plots.quality_vs_compute(t, quality, s.fits[sat_key], out))
 

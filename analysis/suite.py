@@ -19,7 +19,8 @@ APPROACHES = ("1", "2", "3")
 @dataclass
 class Suite:
     metric: str
-    table: pd.DataFrame  # the usable (finished) trials the fits saw
+    table: pd.DataFrame  # the usable (finished, from-scratch) trials the main fits saw
+    full_table: pd.DataFrame | None = None  # every finished trial, fine-tuned ones included
     fits: dict[str, F.FitResult] = field(default_factory=dict)
     per_group: dict[str, dict[Any, F.FitResult]] = field(default_factory=dict)  # "L(N)" / "L(D)" by level
     group_cols: dict[str, str] = field(default_factory=dict)
@@ -78,6 +79,17 @@ def run_suite(
         s.notes.append(
             f"{dropped} trials not finished (failed, diverged or running) are left out of every fit"
         )
+    full = t
+    if "pretrain_hours" in t.columns:
+        pre = pd.to_numeric(t["pretrain_hours"], errors="coerce").fillna(0.0) > 0
+        if pre.any():
+            t = t[~pre].reset_index(drop=True)
+            s.table = t
+            s.notes.append(
+                f"{int(pre.sum())} fine-tuned trials (pretrain_hours > 0) are left out of the from-scratch fits; "
+                "they enter the transfer fit"
+            )
+    s.full_table = full
     if metric not in t.columns:
         s.refused["all"] = f"the table has no column {metric!r}; columns: {sorted(map(str, t.columns))[:40]}"
         return s
@@ -170,6 +182,38 @@ def run_suite(
                 labels=labels,
             ),
         )
+    qcol = next((c for c in ("axis.min_quality", "min_quality", "data.min_quality") if c in t.columns), None)
+    if qcol is not None and t[qcol].astype(str).nunique() > 1:
+        from analysis.transfer import fit_efficiency
+
+        lev = t[qcol].astype(str).replace({"nan": "none", "None": "none", "": "none"})
+        ref = "none" if (lev == "none").any() else None
+        attempt(
+            "efficiency",
+            lambda: fit_efficiency(
+                t["N"],
+                t["D"],
+                y,
+                lev.to_numpy(),
+                reference=ref,
+                n_boot=max(n_boot // 2, 0),
+                seed=seed,
+                labels=labels,
+            ),
+        )
+    if "pretrain_hours" in full.columns:
+        from analysis.transfer import fit_transfer, split_pretrained
+
+        def transfer():
+            sc, ft = split_pretrained(full)
+            return fit_transfer(
+                sc[["N", "D", metric]].rename(columns={metric: "L"}),
+                ft[["N", "D", metric]].rename(columns={metric: "L"}),
+                n_boot=max(n_boot // 2, 0),
+                seed=seed,
+            )
+
+        attempt("transfer", transfer)
     if quality and quality != metric:
         if quality in t.columns:
             attempt(
