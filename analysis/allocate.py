@@ -6,8 +6,9 @@ measured from the sweep (median over finished trials of C / (N * D); ``flops_per
 transformer LM k = 6 per token; VITS has no such constant (the decoder runs on a fixed segment, the
 discriminators add FLOPs without adding N), so it is measured, and 6 is used only when the table lacks C.
 
-GPU-hours -> FLOPs: the sweep's own measured throughput (C / wall time of finished trials whose ``gpu`` /
-``gpu_name`` column names the GPU) when there is one; otherwise the GPU's dense bf16 peak from
+GPU-hours -> FLOPs: the sweep's own measured throughput (median over finished trials whose ``gpu`` /
+``gpu_name`` / ``system.gpu_name`` column names the GPU of ``steps_per_s * flops_per_step``, else of C / wall
+time) when there is one; otherwise the GPU's dense bf16 peak from
 ``GPU_PEAK_FLOPS`` times ``DEFAULT_MFU``, stated as an assumption in the result.
 """
 
@@ -57,14 +58,22 @@ def gpu_throughput(
 ) -> tuple[float, str]:
     """FLOP/s on ``gpu``: measured from the table's trials on that GPU, else peak * mfu (stated)."""
     key = gpu.lower().replace(" ", "").replace("-", "")
-    if table is not None and {"C", "wall_s"} <= set(table.columns):
-        for col in GPU_COLUMNS:
+    if table is not None:
+        if {"steps_per_s", "flops_per_step"} <= set(table.columns):
+            per_trial = table["steps_per_s"] * table["flops_per_step"]  # training-loop throughput
+            how = "steps_per_s x flops_per_step"
+        elif {"C", "wall_s"} <= set(table.columns):
+            per_trial = table["C"] / table["wall_s"]  # includes evaluation and start-up: conservative
+            how = "C / wall time"
+        else:
+            per_trial = None
+        for col in GPU_COLUMNS if per_trial is not None else ():
             if col in table.columns:
                 names = table[col].astype(str).str.lower().str.replace(" ", "").str.replace("-", "")
-                m = names.str.contains(key, regex=False) & (table["wall_s"] > 0) & np.isfinite(table["C"])
+                m = names.str.contains(key, regex=False) & np.isfinite(per_trial) & (per_trial > 0)
                 if m.any():
-                    tp = float(np.median(table.loc[m, "C"] / table.loc[m, "wall_s"]))
-                    return tp, f"measured: median C / wall time of {int(m.sum())} trials on {gpu}"
+                    tp = float(np.median(per_trial[m]))
+                    return tp, f"measured: median {how} of {int(m.sum())} trials on {gpu} ({col!r})"
     if key not in GPU_PEAK_FLOPS:
         raise FitRefused(
             "allocate", f"unknown GPU {gpu!r} and no trials measured on it; known: {sorted(GPU_PEAK_FLOPS)}"

@@ -184,6 +184,9 @@ def read_mlflow(sweep: str, uri: str | None = None) -> pd.DataFrame:
         }
         for k, v in r.data.params.items():
             row[k] = _num(v)
+        for k in ("system.gpu_name", "gpu_name", "gpu"):  # the GPU a trial ran on, if a tag records it
+            if k in r.data.tags and k not in row:
+                row[k] = r.data.tags[k]
         row.update(r.data.metrics)
         row["N"] = r.data.metrics.get("params_generator", np.nan)
         if "params_discriminator" in r.data.metrics:

@@ -86,7 +86,7 @@ def test_plots_for_isoflop_and_approach1(tmp_path):
 
 def test_allocate_budget_and_gpu_hours():
     from analysis.allocate import GPU_PEAK_FLOPS, allocate, gpu_throughput
-    from analysis.fit import fit_approach3
+    from analysis.fit import FitRefused, fit_approach3
     from analysis.predict import two_step_from_table
 
     t = S.sweep_table(seed=8)
@@ -104,6 +104,11 @@ def test_allocate_budget_and_gpu_hours():
     t2 = t.assign(gpu="NVIDIA H100 80GB HBM3", wall_s=t["C"] / 3e14)
     tp, src = gpu_throughput("h100", t2)
     assert tp == pytest.approx(3e14) and src.startswith("measured")
+    t3 = t2.assign(steps_per_s=2.0, flops_per_step=1e14)
+    assert gpu_throughput("H100", t3)[0] == pytest.approx(2e14)
+    assert gpu_throughput("a100", t3)[1].startswith("assumed")  # no trial on an A100
+    with pytest.raises(FitRefused, match="unknown GPU"):
+        gpu_throughput("tpu9", t3)
 
 
 def _run(args):
