@@ -1,10 +1,94 @@
-"""CLI: model commands."""
+"""CLI: model commands (``vits-scaling model info``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+model_app = typer.Typer(
+    help="Inspect model configurations: parameters and FLOPs per training step.", no_args_is_help=True
+)
+
+
+def load_any_config(path: Path | None):
+    """A Style-Bert-VITS2 ``config.json`` or this project's YAML/JSON; returns (config, unknown keys)."""
+    from model.config import TrialConfig, load_config, load_sbv2_config
+
+    if path is None:
+        return TrialConfig(), []
+    if path.suffix == ".json" and _looks_sbv2(path):
+        return load_sbv2_config(path)
+    return load_config(path), []
+
+
+def _looks_sbv2(path: Path) -> bool:
+    import json
+
+    from model.config import ConfigError
+
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a JSON object at the top level")
+    model = raw.get("model")
+    return "version" in raw or "model_name" in raw or (isinstance(model, dict) and "inter_channels" in model)
+
+
+@model_app.command("info")
+def info(
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="Style-Bert-VITS2 config.json or project YAML (default: JP-Extra defaults)",
+    ),
+    batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="default: train.batch_size"),
+    segment_size: int | None = typer.Option(
+        None, "--segment-size", "-s", help="samples per decoder segment (default: train.segment_size)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Parameters per submodule and FLOPs per training step (generator + discriminators, fwd + bwd)."""
+    from model.config import ConfigError
+    from model.counting import DEFAULT_UTTERANCE_S, model_info, step_shape
+    from orchestrator.commands._common import clean_errors, console, err_console, print_json
+
+    with clean_errors(ConfigError, ValueError, FileNotFoundError):
+        cfg, unknown = load_any_config(config)
+        for key in unknown:
+            err_console.print(f"[yellow]warning:[/] unknown key {key} (ignored)")
+        shape = step_shape(cfg, batch_size, segment_size)
+        result = model_info(cfg, shape.batch_size, shape.segment_size)
+    if as_json:
+        print_json(result)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{cfg.name}: parameters")
+    table.add_column("part")
+    table.add_column("submodule")
+    table.add_column("parameters", justify="right")
+    for part in ("generator", "discriminator"):
+        counts = result[part]
+        for name, n in counts.items():
+            if name != "total":
+                table.add_row(part, name, f"{n:,}")
+        table.add_row(part, "[bold]total[/]", f"[bold]{counts['total']:,}[/]", end_section=True)
+    console.print(table)
+    sr, hop = cfg.data.sampling_rate, cfg.data.hop_length
+    console.print(
+        f"FLOPs per training step: [bold]{result['flops_per_step']:.4g}[/] "
+        f"(batch {shape.batch_size}, segment {shape.segment_size} samples = {shape.segment_size / sr:.3g} s, "
+        f"utterances of {DEFAULT_UTTERANCE_S:g} s = {shape.frames} frames at hop {hop} and {shape.phones} "
+        "phone tokens; generator + discriminators, forward + backward; matmul/conv FLOPs, 2 per MAC)"
+    )
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the top-level app."""
-    return None
+    app.add_typer(model_app, name="model")
