@@ -185,3 +185,27 @@ def test_budget_rules():
         plan_budget(cfg, 100, 7)
     cfg.train.compute_budget = None
     assert plan_budget(cfg, 100, 7).steps == 5
+
+
+def test_cli_train_json_and_mlflow(base_cfg, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from model.config import dump_config
+    from orchestrator.cli import app
+
+    cfg = _cfg(base_cfg, tmp_path, steps=1000, log_interval=1)
+    cfg.tracking.uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = tmp_path / "trial.yaml"
+    dump_config(cfg, path)
+    r = CliRunner().invoke(app, ["train", str(path), "--steps", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["status"] == "finished" and out["steps"] == 2 and "val_nelbo" in out["metrics"]
+    assert (tmp_path / "trial" / "tracking" / "metrics.jsonl").exists()
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  stepz: 3\n")
+    r = CliRunner().invoke(app, ["train", str(bad)])
+    assert r.exit_code == 2 and "train.stepz: unknown field" in r.output.replace("\n", "")

@@ -87,6 +87,14 @@ def warm_numba_threads() -> None:
     torch.set_num_threads(n)
 
 
+def system_params(device: torch.device) -> dict[str, str]:
+    """Where the trial ran (the analysis reads ``system.gpu_name`` to attribute measured throughput)."""
+    p = {"system.device": device.type, "system.torch": torch.__version__}
+    if device.type == "cuda":
+        p["system.gpu_name"] = torch.cuda.get_device_name(device)
+    return p
+
+
 def _static_metrics(cfg: TrialConfig, budget: Budget, data: TrialData) -> dict[str, float]:
     from model.counting import parameter_counts
 
@@ -171,6 +179,7 @@ def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
         fps = flops_per_step(cfg, utterance_s=data.mean_utterance_s)
     budget = plan_budget(cfg, fps, data.batches_per_epoch())
     static = _static_metrics(cfg, budget, data)
+    sink.log_params(system_params(device))
     sink.log_metrics(static, 0)
 
     epoch, batch_in_epoch, seen_s = 0, 0, 0.0
@@ -207,6 +216,7 @@ def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
     sr = cfg.data.sampling_rate
     acc: dict[str, torch.Tensor] = {}
     n_acc, t_log, seen_log, step_log = 0, time.perf_counter(), seen_s, state.step
+    paused = 0.0  # seconds spent in evaluation and checkpointing since the last log (not training time)
     last_train: dict[str, float] = {}
     saved: Path | None = last
 
@@ -214,6 +224,8 @@ def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
         return {"data_seen_s": seen_s}
 
     def save() -> Path:
+        nonlocal paused
+        t0 = time.perf_counter()
         p = ckpt.save_checkpoint(
             state,
             cfg,
@@ -223,10 +235,11 @@ def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
             keep=t.keep_checkpoints,
         )
         sink.log_checkpoint(p, state.step)
+        paused += time.perf_counter() - t0
         return p
 
     def flush() -> dict[str, float]:
-        nonlocal acc, n_acc, t_log, seen_log, step_log
+        nonlocal acc, n_acc, t_log, seen_log, step_log, paused
         keys = list(acc)
         vals = (torch.stack([acc[k].float() for k in keys]) / max(n_acc, 1)).cpu().tolist()  # one transfer
         row = dict(zip(keys, vals, strict=True))
@@ -234,7 +247,7 @@ def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
         if bad:
             raise Diverged(f"non-finite {', '.join(bad)} in steps {state.step - n_acc + 1}..{state.step}")
         now = time.perf_counter()
-        dt = max(now - t_log, 1e-9)
+        dt = max(now - t_log - paused, 1e-9)
         row.update(
             steps=state.step,
             epoch=epoch,
@@ -246,10 +259,12 @@ def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
             audio_s_per_s=(seen_s - seen_log) / dt,
         )
         sink.log_metrics(row, state.step)
-        acc, n_acc, t_log, seen_log, step_log = {}, 0, now, seen_s, state.step
+        acc, n_acc, t_log, seen_log, step_log, paused = {}, 0, now, seen_s, state.step, 0.0
         return row
 
     def run_eval(final: bool) -> dict[str, float]:
+        nonlocal paused
+        t0 = time.perf_counter()
         audio_dir = out / "samples" / f"step_{state.step:08d}"
         res = evaluate(
             state.net_g, val_batches, cfg, device=device, audio_dir=audio_dir, synthesis=e.n_utterances > 0
@@ -260,6 +275,7 @@ def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
         for w in res.wavs:
             sink.log_artifact(w, f"samples/step_{state.step:08d}")
         emit({"kind": "eval", "step": state.step, "total": budget.steps, "metrics": m, "final": final})
+        paused += time.perf_counter() - t0
         return m
 
     try:
