@@ -118,3 +118,22 @@ def test_model_info_shape_and_bad_sizes():
         model_info(tiny_config(), segment_size=1000)
     with pytest.raises(ValueError, match="batch_size"):
         model_info(tiny_config(), batch_size=-1)
+
+
+def test_meta_count_equals_a_real_cpu_step_count():
+    """The meta-device count (zero MAS path) equals FlopCounterMode around a real step of the same shapes."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from model.counting import meta_batch, step_flops
+    from model.step import build_train_state, train_step
+
+    cfg = tiny_config()
+    shape = step_shape(cfg, 2, utterance_s=0.5)
+    torch.manual_seed(0)
+    state = build_train_state(cfg, "cpu")
+    batch = meta_batch(cfg, shape, device="cpu")
+    batch["spec"] = torch.rand_like(batch["spec"])
+    batch["wav"] = 0.1 * torch.rand_like(batch["wav"])
+    with FlopCounterMode(display=False) as counter:
+        train_step(state, batch, update=False)
+    assert counter.get_total_flops() == step_flops(cfg, shape)

@@ -102,6 +102,7 @@ def test_gradient_clipping_bounds_the_update_norm():
     assert float(out["grad_norm_g"]) > 0 and float(out["grad_norm_d"]) > 0
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
 def test_scheduler_decays_every_learning_rate():
     cfg = tiny_config()
     cfg.model.use_duration_discriminator = True
@@ -160,6 +161,7 @@ def test_wavlm_discriminator_with_a_tiny_local_wavlm(tmp_path):
     assert "wavlm" not in state.state_dict()  # the frozen WavLM is not checkpointed
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
 def test_state_dict_round_trip_resumes_identically():
     cfg = tiny_config()
     batch = random_batch(cfg, 2)
@@ -203,3 +205,15 @@ def test_tiny_model_overfits_one_batch():
     end = float(torch.stack(losses[-10:]).mean())
     assert math.isfinite(end)
     assert end <= 0.5 * start, (start, end, len(losses))
+
+
+def test_mixed_precision_path_runs_under_bf16_autocast(monkeypatch):
+    """The CUDA bf16 code path, exercised with CPU autocast: losses and norms come back float32."""
+    cfg = tiny_config()
+    cfg.model.use_duration_discriminator = True
+    state = make_state(cfg)
+    monkeypatch.setattr(TrainState, "autocast_dtype", property(lambda self: torch.bfloat16))
+    out = train_step(state, random_batch(cfg, 2))
+    for k, v in out.items():
+        assert v.dtype == torch.float32 and torch.isfinite(v), k
+    assert all(p.dtype == torch.float32 for p in state.net_g.parameters())
