@@ -68,6 +68,9 @@ def setup_backends(device: torch.device, cfg: TrialConfig) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = not cfg.train.deterministic
+        if cfg.train.bf16_run and not torch.cuda.is_bf16_supported():
+            log.warning("%s has no bf16 support: training in fp32", torch.cuda.get_device_name(device))
+            cfg.train.bf16_run = False
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
