@@ -128,6 +128,8 @@ def loop_throughput(cfg: TrialConfig, device: torch.device, steps: int, warmup: 
 def fits(cfg: TrialConfig, device: torch.device, batch: int, utterance_s: float) -> tuple[bool, float]:
     cfg.train.batch_size = batch
     state = None
+    gc.collect()
+    torch.cuda.empty_cache()
     try:
         torch.manual_seed(0)
         state = build_train_state(cfg, device)
