@@ -63,6 +63,13 @@ class DataConfig:
     builtin_speakers: int = 4  # synthetic speakers of the built-in corpus (pitch/speed variants of one voice)
     cache_mel: bool = False  # also store log-mel in the feature cache (the trainer derives it from spec)
     prepare_workers: int = 0  # processes for corpus synthesis/validation/features; 0 = auto
+    # data quality and source mixing (model/data/select.py): both are sweep axes
+    min_quality: str | None = None  # training filter, e.g. "dnsmos_ovrl >= 3.2 and snr_db >= 30"; "default"
+    val_min_quality: str | None = None  # filter on the held-out set (keep it fixed across a sweep)
+    sources: dict[str, float] | None = None  # weighted mixture of named corpora, e.g. {jsut: 0.8, jvs: 0.2}
+    corpora: dict[str, str] = field(default_factory=dict)  # corpus name -> path, or "builtin"
+    builtin_degrade: float = 0.0  # fraction of the built-in corpus degraded in known ways (degrade.py)
+    builtin_degrade_seed: int = 0
 
 
 @dataclass
@@ -286,11 +293,14 @@ def _coerce(f: dataclasses.Field, value: Any, path: str) -> Any:
     return copy.deepcopy(value)
 
 
+_REPLACE_WHOLE = ("spk2id", "style2id", "tags", "sources")  # mappings an override replaces, never merges
+
+
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Deep-merge ``override`` into a copy of ``base`` (mappings merge, everything else replaces)."""
     out = copy.deepcopy(base)
     for k, v in (override or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("spk2id", "style2id", "tags"):
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in _REPLACE_WHOLE:
             out[k] = merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
