@@ -179,7 +179,7 @@ class EvalConfig:
     noise_scale_w: float = 0.8
     length_scale: float = 1.0
     seed: int = 1234  # fixes the noise of stochastic parts so evaluations are repeatable
-    sdp_ratio: float = 0.0  # synthesis: share of the stochastic duration predictor (SBV2 infer default 0)
+    sdp_ratio: float = 0.2  # synthesis: share of the stochastic duration predictor (SBV2 DEFAULT_SDP_RATIO)
     nelbo_laplace_scale: float | None = None  # b of the Laplace mel likelihood; None: n_mel_channels / c_mel
     intonation_metrics: bool = True  # MCD / log-F0 / V-UV against the references (CPU, ~0.5 s per pair)
 
