@@ -160,7 +160,11 @@ def run_from_cli(cfg, *, resume: bool, tracking: bool, console):
         console.print(
             "[yellow]this trial already finished in MLflow; nothing to do (use --no-resume for a new run)"
         )
-        return TrialResult("finished", int(done["metrics"].get("steps", 0)), done["metrics"], None, str(out))
+        from model.train.checkpoint import checkpoint_dir, latest_checkpoint
+
+        last = latest_checkpoint(checkpoint_dir(cfg))
+        steps = int(done["metrics"].get("steps", 0))
+        return TrialResult("finished", steps, done["metrics"], last and str(last), str(out))
     return holder["result"]
 
 
