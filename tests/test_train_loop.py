@@ -116,11 +116,13 @@ def _weights(path):
 
 def test_resume_ends_with_the_same_weights(base_cfg, tmp_path):
     # 11 steps cross an epoch boundary (the training subset gives 9 batches per epoch) after the resume
-    kw = dict(steps=11, checkpoint_every=4, log_interval=1, keep_checkpoints=5)
+    kw = dict(steps=11, checkpoint_every=4, log_interval=1, keep_checkpoints=5)  # + evaluations at 3, 6, 9
     a = _cfg(base_cfg, tmp_path / "a", **kw)
+    a.eval.eval_every = 3  # evaluations must not disturb training's random stream
     ra = run_trial(a, MemorySink(), resume=False)
 
     b = _cfg(base_cfg, tmp_path / "b", **kw)
+    b.eval.eval_every = 3
 
     def crash_at_7(state, batch):
         if state.step == 6:
