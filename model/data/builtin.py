@@ -19,6 +19,11 @@
 - Reuse: if ``builtin.json`` matches the arguments the corpus is returned untouched; if only the hours
   differ, wavs already there are kept and only missing ones are synthesised. Builds are serialised with
   a file lock, so trials starting together build it once.
+- Degradation (``degrade`` > 0, ``degrade.py``): a seeded fraction of the utterances is spoiled in known
+  ways (noise, reverberation, clipping, a wrong transcript). The clean wavs stay in ``wavs/`` (so the
+  undegraded items are byte-identical to the clean corpus of the same seed); the spoiled audio goes to
+  ``degraded/`` and ``esd.list`` points there (or carries the wrong text). ``degradations.tsv`` lists
+  ``id, kind, parameter``; ``utterances.tsv`` keeps what was actually spoken.
 """
 
 from __future__ import annotations
@@ -155,12 +160,17 @@ def build_builtin_corpus(
     speakers: int = 4,
     workers: int | None = None,
     progress: bool = True,
+    degrade: float = 0.0,
+    degrade_seed: int = 0,
 ) -> BuiltinCorpus:
-    """Build (or reuse) the built-in corpus of at least ``hours`` of audio in ``out_dir``."""
+    """Build (or reuse) the built-in corpus of at least ``hours`` of audio in ``out_dir``; with
+    ``degrade`` > 0 that fraction of utterances is degraded (seeded by ``degrade_seed``)."""
     if not hours > 0:
         raise ValueError(f"builtin corpus hours must be > 0, got {hours}")
     if not 1 <= speakers <= len(SPEAKERS):
         raise ValueError(f"builtin corpus speakers must be 1..{len(SPEAKERS)}, got {speakers}")
+    if not 0.0 <= degrade <= 1.0:
+        raise ValueError(f"builtin corpus degrade fraction must be in [0, 1], got {degrade}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     params = {
@@ -174,14 +184,28 @@ def build_builtin_corpus(
         stamp = out / "builtin.json"
         if stamp.is_file() and (out / "esd.list").is_file():
             old = json.loads(stamp.read_text())
-            if {k: old.get(k) for k in params} == params and old.get("hours") == hours:
+            from model.data.degrade import DEGRADE_VERSION
+
+            same_degrade = old.get("degrade", 0.0) == degrade and (
+                not degrade
+                or (old.get("degrade_seed"), old.get("degrade_version")) == (degrade_seed, DEGRADE_VERSION)
+            )
+            if {k: old.get(k) for k in params} == params and old.get("hours") == hours and same_degrade:
                 return BuiltinCorpus(out, out / "esd.list", old["n_items"], old["seconds"], 0, 0.0)
         elif (out / "esd.list").is_file():
             raise FileExistsError(f"{out}: has an esd.list that is not a built-in corpus; choose another dir")
-        return _build(out, hours, params, workers, progress)
+        return _build(out, hours, params, workers, progress, degrade, degrade_seed)
 
 
-def _build(out: Path, hours: float, params: dict, workers: int | None, progress: bool) -> BuiltinCorpus:
+def _build(
+    out: Path,
+    hours: float,
+    params: dict,
+    workers: int | None,
+    progress: bool,
+    degrade: float = 0.0,
+    degrade_seed: int = 0,
+) -> BuiltinCorpus:
     wavs = out / "wavs"
     wavs.mkdir(exist_ok=True)
     pfile = out / "params.json"
@@ -236,7 +260,13 @@ def _build(out: Path, hours: float, params: dict, workers: int | None, progress:
         bar.close()
     synth_s = time.perf_counter() - t0
     # utterances beyond the prefix (made by the last round) are kept on disk for a larger build
-    lines = [f"wavs/{uid}.wav|{SPEAKERS[spk][0]}|JP|{text}" for uid, text, spk, _ in rows]
+    degraded = _degrade(out, rows, seed, sr, degrade, degrade_seed)
+    lines = [
+        f"wavs/{uid}.wav|{SPEAKERS[spk][0]}|JP|{text}"
+        if uid not in degraded
+        else f"{degraded[uid].path}|{SPEAKERS[spk][0]}|JP|{degraded[uid].text or text}"
+        for uid, text, spk, _ in rows
+    ]
     atomic_write_text(out / "esd.list", "\n".join(lines) + "\n")
     side = ["id\tspeaker\thalf_tone\tspeed\tseconds\ttext"] + [
         f"{uid}\t{SPEAKERS[spk][0]}\t{SPEAKERS[spk][1]}\t{SPEAKERS[spk][2]}\t{secs:.3f}\t{text}"
@@ -244,6 +274,15 @@ def _build(out: Path, hours: float, params: dict, workers: int | None, progress:
     ]
     atomic_write_text(out / "utterances.tsv", "\n".join(side) + "\n")
     stamp = dict(params, hours=hours, n_items=len(rows), seconds=round(total, 3))
+    if degrade:
+        from model.data.degrade import DEGRADE_VERSION
+
+        stamp.update(
+            degrade=degrade,
+            degrade_seed=degrade_seed,
+            degrade_version=DEGRADE_VERSION,
+            degraded=len(degraded),
+        )
     atomic_write_text(out / "builtin.json", json.dumps(stamp, indent=1))
     log.info(
         "built-in corpus: %d utterances, %.3f h, %d synthesised in %.1f s",
@@ -253,3 +292,37 @@ def _build(out: Path, hours: float, params: dict, workers: int | None, progress:
         synth_s,
     )
     return BuiltinCorpus(out, out / "esd.list", len(rows), total, synthesized, synth_s)
+
+
+def _degrade(out: Path, rows: list, seed: int, sr: int, fraction: float, dseed: int) -> dict:
+    """Write the degraded audio and ``degradations.tsv``; ``{id: Degradation}`` (with ``.path`` set)."""
+    import shutil
+
+    from model.data.degrade import choose, degrade_audio, to_pcm16, wrong_transcript
+
+    ddir = out / "degraded"
+    if ddir.exists():
+        shutil.rmtree(ddir)
+    if not fraction:
+        (out / "degradations.tsv").unlink(missing_ok=True)
+        return {}
+    from model.data.degrade import Degradation
+
+    ddir.mkdir()
+    texts = {uid: text for uid, text, _, _ in rows}
+    result: dict[str, Degradation] = {}
+    for uid, kind in choose(list(texts), fraction, dseed).items():
+        if kind == "wrong_transcript":
+            donor, param = wrong_transcript(texts[uid], seed, dseed, uid)
+            d = Degradation(uid, kind, param, donor, f"wavs/{uid}.wav")
+        else:
+            x, _ = sf.read(str(out / "wavs" / f"{uid}.wav"), dtype="float32")
+            y, param = degrade_audio(x.astype(np.float64), sr, kind, dseed, uid)
+            buf = io.BytesIO()
+            sf.write(buf, to_pcm16(y), sr, subtype="PCM_16", format="WAV")
+            atomic_write_bytes(ddir / f"{uid}.wav", buf.getvalue())
+            d = Degradation(uid, kind, param, None, f"degraded/{uid}.wav")
+        result[uid] = d
+    side = ["id\tkind\tparameter"] + [f"{d.id}\t{d.kind}\t{d.parameter}" for d in result.values()]
+    atomic_write_text(out / "degradations.tsv", "\n".join(side) + "\n")
+    return result

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from torch.utils.data import DataLoader
@@ -55,6 +55,7 @@ class PreparedData:
     cache: FeatureCache
     style_dim: int = 256
     manifest_dir: Path | None = None
+    selection: dict | None = None  # quality filter / mixture summary (select.py), None without them
     _datasets: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -128,6 +129,7 @@ class PreparedData:
             "audio_cache": self.stats.audio_dir,
             "text_cache": self.stats.text_dir,
             "manifest_dir": str(self.manifest_dir) if self.manifest_dir else None,
+            "selection": self.selection,
         }
 
 
@@ -140,8 +142,10 @@ def default_workers(d) -> int:
 
 
 def builtin_dir(d) -> Path:
+    degrade = f"-degrade{d.builtin_degrade:g}-dseed{d.builtin_degrade_seed}" if d.builtin_degrade else ""
     return Path(d.corpus_dir) / (
         f"builtin-{d.builtin_hours:g}h-seed{d.builtin_seed}-{d.sampling_rate}hz-{d.builtin_speakers}spk"
+        + degrade
     )
 
 
@@ -160,6 +164,8 @@ def resolve_corpus(cfg, *, progress: bool = False, workers: int | None = None) -
             speakers=d.builtin_speakers,
             workers=workers or default_workers(d),
             progress=progress,
+            degrade=d.builtin_degrade,
+            degrade_seed=d.builtin_degrade_seed,
         )
         stamp = json.loads((b.dir / "builtin.json").read_text())
         return CorpusInfo(b.esd_list, "esd", stamp)
@@ -266,6 +272,10 @@ def speaker_map(items: list[ManifestItem], d) -> dict[str, int]:
 def available_hours(cfg, *, progress: bool = False) -> float:
     """Training hours the corpus offers after holding out the validation set (the data-hours ceiling)."""
     d = _data_cfg(cfg)
+    from model.data.select import needs_selection, select
+
+    if needs_selection(d):  # quality filter and/or mixture: the pool of that (quality, mixture) level
+        return select(replace(d, data_hours=None), progress=progress).pool_hours
     _, items, _, _ = load_validated_manifest(d, progress=progress)
     return split(items, d.val_utterances, d.subset_seed).available_hours
 
@@ -283,6 +293,10 @@ def prepare_data(
     d = _data_cfg(cfg)
     if style_dim is None:
         style_dim = cfg.model.style_dim if d is not cfg else 256
+    from model.data.select import needs_selection, prepare_selected
+
+    if needs_selection(d):
+        return prepare_selected(d, style_dim, progress=progress, workers=workers, bert_device=bert_device)
     info, items, report, mdir = load_validated_manifest(d, progress=progress, workers=workers)
     spk2id = speaker_map(items, d)
     sp = split(items, d.val_utterances, d.subset_seed)

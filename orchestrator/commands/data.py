@@ -1,4 +1,4 @@
-"""CLI: data commands (``vits-scaling data synth|prepare|info|g2p``)."""
+"""CLI: data commands (``vits-scaling data synth|prepare|info|quality|g2p``)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,10 @@ def synth(
         4, "--speakers", help="synthetic speakers (pitch/speed variants of one voice)"
     ),
     workers: int = typer.Option(0, "--workers", help="processes (0: all cores, at most 8)"),
+    degrade: float = typer.Option(
+        0.0, "--degrade", help="fraction of utterances to degrade (noise, reverb, clipping, wrong text)"
+    ),
+    degrade_seed: int = typer.Option(0, "--degrade-seed", help="seed of the degradations"),
     as_json: bool = _JSON,
 ) -> None:
     """Build the built-in offline corpus: generated sentences spoken by Open JTalk's HTS voice."""
@@ -58,7 +62,15 @@ def synth(
 
     with _errors():
         c = build_builtin_corpus(
-            out, hours, seed, sample_rate, speakers, workers or None, progress=not as_json
+            out,
+            hours,
+            seed,
+            sample_rate,
+            speakers,
+            workers or None,
+            progress=not as_json,
+            degrade=degrade,
+            degrade_seed=degrade_seed,
         )
     res = {
         "esd_list": str(c.esd_list),
@@ -68,11 +80,19 @@ def synth(
         "reused": c.synthesized == 0,
         "synth_seconds": round(c.synth_seconds, 2),
     }
+    if degrade:
+        from model.data.quality import read_degradations
+
+        deg = read_degradations(c.dir)
+        res["degraded"] = len(deg)
+        res["degradations"] = str(c.dir / "degradations.tsv")
     if as_json:
         print_json(res)
         return
     what = "reused (already built)" if res["reused"] else f"synthesised {c.synthesized} utterances"
     console.print(f"{c.esd_list}: {c.n_items} utterances, {c.hours:.3f} h, {what}")
+    if degrade:
+        console.print(f"degraded {res['degraded']} utterances (list: {res['degradations']})")
 
 
 @data_app.command("prepare")
@@ -156,6 +176,92 @@ def info(
     )
     if report.dropped:
         console.print(f"dropped {len(report.dropped)}: {res['dropped']} (list: {res['dropped_list']})")
+
+
+@data_app.command("quality")
+def quality(
+    corpus: str = typer.Argument(
+        ..., help="'builtin', a corpus directory or esd.list, or a name from data.corpora"
+    ),
+    config: Path | None = _CONFIG,
+    out: Path | None = typer.Option(None, "--out", "-o", help="write the per-utterance table (.tsv/.csv)"),
+    min_quality: str = typer.Option(
+        "default", "--min-quality", help="filter whose pass rate is shown (default: DEFAULT_MIN_QUALITY)"
+    ),
+    dnsmos: bool = typer.Option(True, "--dnsmos/--no-dnsmos", help="also DNSMOS (~0.35 s/utterance/core)"),
+    workers: int = typer.Option(0, "--workers", help="processes (0: data.prepare_workers or auto)"),
+    as_json: bool = _JSON,
+) -> None:
+    """Per-utterance quality scores (cached per corpus): distributions, per degradation kind, and a table."""
+    from model.data import load_validated_manifest
+    from model.data.prepare import default_workers
+    from model.data.quality import read_degradations, score_corpus, summarize, table_rows, write_table
+    from orchestrator.commands._common import console, print_json
+
+    with _errors():
+        cfg = _config(config, corpus)
+        d = cfg.data
+        if corpus in (d.corpora or {}):
+            d.corpus = d.corpora[corpus]
+            if d.corpus != "builtin" and d.corpus_format == "builtin":
+                d.corpus_format = "auto"
+        info_, items, _report, _ = load_validated_manifest(d, progress=not as_json)
+        groups = ("signal", "dnsmos") if dnsmos else ("signal",)
+        table = score_corpus(
+            items, d.cache_dir, groups=groups, workers=workers or default_workers(d), progress=not as_json
+        )
+        deg = read_degradations(info_.path)
+        summary = summarize(items, table, deg, min_quality)
+        if out is not None:
+            write_table(out, table_rows(items, table, deg))
+    summary.update(
+        corpus=str(info_.path),
+        computed=table.stats.computed,
+        reused=table.stats.reused,
+        seconds=round(table.stats.seconds, 2),
+        table=str(out) if out else None,
+    )
+    if as_json:
+        print_json(summary)
+        return
+    from rich.table import Table
+
+    t = Table(title=f"quality scores of {summary['corpus']} ({summary['utterances']} utterances)")
+    t.add_column("score")
+    for c in ("mean", "p5", "p25", "p50", "p75", "p95", "nan"):
+        t.add_column(c, justify="right")
+    for name, st in summary["scores"].items():
+        t.add_row(name, *(_fmt(st[c]) for c in ("mean", "p5", "p25", "p50", "p75", "p95")), str(st["nan"]))
+    console.print(t)
+    if "by_kind" in summary:
+        names = table.names
+        k = Table(title="mean score per degradation kind")
+        k.add_column("kind")
+        k.add_column("n", justify="right")
+        for n in names:
+            k.add_column(n, justify="right")
+        k.add_column("pass", justify="right")
+        for kind, row in summary["by_kind"].items():
+            k.add_row(kind, str(row["n"]), *(_fmt(row[n]) for n in names), _fmt(row.get("pass_fraction")))
+        console.print(k)
+    if "pass_fraction" in summary:
+        console.print(f"passing {min_quality!r}: {summary['pass_fraction']:.1%}")
+    else:
+        console.print(f"[yellow]{summary.get('pass_error')}[/]")
+    done = ", ".join(
+        f"{g} {n} computed, {table.stats.reused[g]} reused" for g, n in table.stats.computed.items()
+    )
+    console.print(f"scores: {done} (cache: {', '.join(table.stats.dirs.values())})")
+    if out is not None:
+        console.print(f"table: {out}")
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and abs(v) < 0.01 and v != 0:
+        return f"{v:.2e}"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
 @data_app.command("g2p")

@@ -1,0 +1,448 @@
+"""Per-utterance quality scores, computed once per corpus and kept in the shared feature cache.
+
+Scores (``SCORES``; higher is better unless marked):
+
+- ``dnsmos_sig``, ``dnsmos_bak``, ``dnsmos_ovrl``, ``dnsmos_p808``: DNSMOS P.835 / P.808 (``model.metrics.mos``,
+  speechmos ONNX models, 16 kHz).
+- ``snr_db``: energy-based SNR estimate (percentile method). Frame powers of 25 ms frames every 10 ms;
+  the noise power is the 10th percentile of the frame powers (pauses and edge silence), the speech power
+  the 90th percentile; ``snr = 10 log10((P90 - P10) / P10)``, clamped to [-20, 100] dB (digital silence
+  gives 100). It needs some pause in the utterance (about 10 % of frames); on speech without any pause it
+  underestimates.
+- ``clip_ratio`` (lower is better): fraction of samples within 0.1 % of the file's own peak. Clean audio
+  has a handful of samples at its peak (ratio ~1e-4); clipped audio has flat tops, also when it was
+  normalised after clipping (which the validator's full-scale check cannot see).
+- ``speech_s``: seconds from the first to the last speech frame (frame power above the midpoint, in dB,
+  between the noise and speech percentiles).
+- ``n_phones``: phones of the transcript (``model.text.g2p``; pauses and punctuation not counted).
+- ``speaking_rate``: ``n_phones / speech_s`` (phones per second).
+- ``transcript_z``: robust z-score of ``log(speaking_rate)`` against the speaker's utterances (the whole
+  corpus for speakers with fewer than ``MIN_SPEAKER_ITEMS``): ``(x - median) / (1.4826 MAD)``, MAD at
+  least ``MIN_MAD``. A transcript that does not belong to its audio has a phone count far from what the
+  speech duration predicts, so ``|z|`` is large; ``transcript_absz = |transcript_z|`` is the plausibility
+  score to threshold (lower is better). It is corpus-relative, so it is derived when the table is loaded.
+
+Two groups, each cached on its own (``<cache_dir>/quality-<group>-<digest>/``, digest of the key: corpus
+fingerprint, group, scorer version, and the frontend version for ``signal``): ``signal`` (cheap: SNR,
+clipping, speech span, phones) and ``dnsmos`` (about 0.35 s per utterance per core). Work is done in chunks
+of ``CHUNK`` utterances (id order), each written atomically (temp file + rename) under an exclusive
+``flock``: an interrupted run keeps its finished chunks, trials starting together compute each chunk once,
+and a second call computes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from model.data.files import atomic_write_text, file_lock, progress_bar
+from model.data.manifest import ManifestItem, fingerprint
+
+SIGNAL_VERSION = 1
+DNSMOS_VERSION = 1
+CHUNK = 256
+MIN_SPEAKER_ITEMS = 20
+MIN_MAD = 0.02
+
+GROUPS = {
+    "signal": ("snr_db", "clip_ratio", "speech_s", "n_phones", "speaking_rate"),
+    "dnsmos": ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808"),
+}
+DERIVED = {"transcript_z": "signal", "transcript_absz": "signal"}
+# name -> (group, higher is better, description)
+SCORES: dict[str, tuple[str, bool, str]] = {
+    "dnsmos_sig": ("dnsmos", True, "DNSMOS P.835 speech signal quality (1-5)"),
+    "dnsmos_bak": ("dnsmos", True, "DNSMOS P.835 background noise quality (1-5)"),
+    "dnsmos_ovrl": ("dnsmos", True, "DNSMOS P.835 overall quality (1-5)"),
+    "dnsmos_p808": ("dnsmos", True, "DNSMOS P.808 MOS (1-5)"),
+    "snr_db": ("signal", True, "SNR estimate, dB (frame-power percentiles P90 vs P10)"),
+    "clip_ratio": ("signal", False, "fraction of samples within 0.1 % of the peak"),
+    "speech_s": ("signal", True, "first-to-last speech frame, seconds"),
+    "n_phones": ("signal", True, "phones of the transcript"),
+    "speaking_rate": ("signal", True, "phones per second of speech"),
+    "transcript_z": ("signal", True, "robust z of log speaking rate (per speaker)"),
+    "transcript_absz": ("signal", False, "|transcript_z|: transcript implausibility"),
+}
+# The default filter ("min_quality: default"): one condition per kind of damage. Background noise:
+# DNSMOS BAK and the SNR estimate; reverberation fills the pauses, so the SNR estimate falls (15-27 dB for
+# the built-in corpus's reverb against >= 40 dB clean); clipping: clip_ratio; a transcript that does not
+# belong to the audio: |transcript_z|. No absolute DNSMOS OVRL bound: it depends on the voice (the HTS
+# voice of the built-in corpus scores OVRL ~1.8-3.0 clean), so use a percentile ("dnsmos_ovrl >= p20").
+DEFAULT_MIN_QUALITY = "dnsmos_bak >= 2.5 and snr_db >= 30 and clip_ratio <= 0.001 and transcript_absz <= 3"
+
+
+def count_phones(text: str) -> int:
+    """Spoken phones of a transcript (no padding, pauses or punctuation)."""
+    from model.text.g2p import g2p
+    from model.text.symbols import PAD, PUNCTUATIONS, SP, UNK
+
+    skip = {PAD, SP, UNK, *PUNCTUATIONS}
+    return sum(1 for p in g2p(text).phones if p not in skip)
+
+
+# ----------------------------------------------------------------------------------------------------
+# per-utterance scorers
+
+
+def read_mono(path: str) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    x, sr = sf.read(path, dtype="float32", always_2d=True)
+    return x.mean(axis=1), sr
+
+
+def signal_scores(x: np.ndarray, sr: int, text: str) -> dict[str, float]:
+    frame, hop = int(0.025 * sr), int(0.010 * sr)
+    if len(x) < frame:
+        x = np.pad(x, (0, frame - len(x)))
+    n = 1 + (len(x) - frame) // hop
+    idx = np.arange(frame)[None, :] + hop * np.arange(n)[:, None]
+    p = np.mean(x.astype(np.float64)[idx] ** 2, axis=1)
+    noise, speech = np.percentile(p, 10), np.percentile(p, 90)
+    snr = 10 * math.log10(max(speech - noise, 1e-20) / max(noise, 1e-20))
+    snr = float(min(100.0, max(-20.0, snr)))
+    lo, hi = 10 * math.log10(max(noise, 1e-12)), 10 * math.log10(max(speech, 1e-12))
+    active = np.flatnonzero(10 * np.log10(np.maximum(p, 1e-12)) > (lo + hi) / 2)
+    speech_s = ((active[-1] - active[0]) * hop + frame) / sr if active.size else 0.0
+    peak = float(np.max(np.abs(x)))
+    clip = float(np.mean(np.abs(x) >= peak * 0.999)) if peak > 0 else 1.0
+    phones = count_phones(text)
+    rate = phones / speech_s if speech_s > 0 else math.nan
+    return {
+        "snr_db": snr,
+        "clip_ratio": clip,
+        "speech_s": float(speech_s),
+        "n_phones": float(phones),
+        "speaking_rate": float(rate),
+    }
+
+
+def dnsmos_scores(x: np.ndarray, sr: int) -> dict[str, float]:
+    from model.metrics.mos import predict_mos
+
+    return predict_mos(x, sr, "dnsmos")
+
+
+def _score_job(args: tuple[str, str, tuple[str, ...]]) -> dict[str, float]:
+    path, text, groups = args
+    x, sr = read_mono(path)
+    out: dict[str, float] = {}
+    if "signal" in groups:
+        out.update(signal_scores(x, sr, text))
+    if "dnsmos" in groups:
+        out.update(dnsmos_scores(x, sr))
+    return out
+
+
+def _init_worker() -> None:
+    import torch
+
+    os.environ["VITS_SCALING_MOS_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the cached table
+
+
+@dataclass
+class QualityStats:
+    computed: dict[str, int] = field(default_factory=dict)  # group -> utterances scored by this call
+    reused: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    dirs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def total_computed(self) -> int:
+        return sum(self.computed.values())
+
+
+@dataclass
+class QualityTable:
+    """Scores of every utterance of one corpus (``scores[id][name]``)."""
+
+    corpus_fp: str
+    groups: tuple[str, ...]
+    scores: dict[str, dict[str, float]]
+    stats: QualityStats
+
+    @property
+    def names(self) -> list[str]:
+        return [s for s, (g, _, _) in SCORES.items() if g in self.groups]
+
+    def column(self, name: str, ids: list[str] | None = None) -> np.ndarray:
+        ids = list(self.scores) if ids is None else ids
+        return np.array([self.scores[i].get(name, math.nan) for i in ids], dtype=float)
+
+
+def group_key(corpus_fp: str, group: str) -> dict:
+    if group not in GROUPS:
+        raise ValueError(f"unknown quality score group {group!r} (allowed: {', '.join(GROUPS)})")
+    key = {"kind": "quality", "group": group, "corpus": corpus_fp}
+    if group == "signal":
+        from model.text.g2p import FRONTEND_VERSION
+
+        key.update(version=SIGNAL_VERSION, frontend=FRONTEND_VERSION)
+    else:
+        key.update(version=DNSMOS_VERSION)
+    return key
+
+
+def group_dir(cache_dir: str | Path, corpus_fp: str, group: str) -> Path:
+    key = group_key(corpus_fp, group)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"quality-{group}-{digest}"
+
+
+def _write_tsv(path: Path, cols: tuple[str, ...], rows: dict[str, dict[str, float]]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter="\t", lineterminator="\n")
+    w.writerow(["id", *cols])
+    for uid, r in rows.items():
+        w.writerow([uid, *(repr(float(r[c])) for c in cols)])
+    atomic_write_text(path, buf.getvalue())
+
+
+def _read_tsv(path: Path) -> dict[str, dict[str, float]]:
+    with open(path, encoding="utf-8", newline="") as f:
+        r = csv.reader(f, delimiter="\t")
+        head = next(r)
+        return {row[0]: {c: float(v) for c, v in zip(head[1:], row[1:], strict=True)} for row in r}
+
+
+def _fill_group(
+    items: list[ManifestItem],
+    gdir: Path,
+    key: dict,
+    group: str,
+    workers: int,
+    progress: bool,
+    stats: QualityStats,
+) -> dict[str, dict[str, float]]:
+    gdir.mkdir(parents=True, exist_ok=True)
+    if not (gdir / "key.json").is_file():
+        atomic_write_text(gdir / "key.json", json.dumps(key, indent=1))
+    cols = GROUPS[group]
+    order = sorted(items, key=lambda i: i.id)
+    chunks = [order[s : s + CHUNK] for s in range(0, len(order), CHUNK)]
+    out: dict[str, dict[str, float]] = {}
+    with file_lock(gdir / ".lock"):
+        todo = [(k, c) for k, c in enumerate(chunks) if not (gdir / f"part-{k:05d}.tsv").is_file()]
+        for k, c in enumerate(chunks):
+            if (gdir / f"part-{k:05d}.tsv").is_file():
+                part = _read_tsv(gdir / f"part-{k:05d}.tsv")
+                if set(part) != {i.id for i in c}:  # cannot happen for one fingerprint; be safe
+                    todo.append((k, c))
+                    continue
+                out.update(part)
+        stats.reused[group] = len(out)
+        stats.computed[group] = 0
+        n_todo = sum(len(c) for _, c in todo)
+        bar = progress_bar(progress, n_todo, f"quality scores ({group})", unit="utt")
+        pool = None
+        try:
+            if workers > 1 and n_todo >= 8:
+                pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker)
+            for k, c in sorted(todo):
+                jobs = [(i.path, i.text, (group,)) for i in c]
+                res = pool.map(_score_job, jobs, chunksize=2) if pool else map(_score_job, jobs)
+                part = {}
+                for it, r in zip(c, res, strict=True):
+                    part[it.id] = r
+                    bar.update(1)
+                _write_tsv(gdir / f"part-{k:05d}.tsv", cols, part)
+                out.update(part)
+                stats.computed[group] += len(c)
+        finally:
+            if pool is not None:
+                pool.shutdown()
+            bar.close()
+    return out
+
+
+def add_transcript_z(items: list[ManifestItem], scores: dict[str, dict[str, float]]) -> None:
+    """Derive ``transcript_z``/``transcript_absz`` from the speaking rates (per speaker, robust)."""
+    logs = {i.id: math.log(scores[i.id]["speaking_rate"]) for i in items if _finite_pos(scores[i.id])}
+    allv = np.array(list(logs.values()))
+    by_spk: dict[str, list[float]] = {}
+    for i in items:
+        if i.id in logs:
+            by_spk.setdefault(i.speaker, []).append(logs[i.id])
+
+    def robust(v: np.ndarray) -> tuple[float, float]:
+        med = float(np.median(v))
+        return med, max(1.4826 * float(np.median(np.abs(v - med))), MIN_MAD)
+
+    ref_all = robust(allv) if allv.size else (0.0, 1.0)
+    ref = {s: robust(np.array(v)) if len(v) >= MIN_SPEAKER_ITEMS else ref_all for s, v in by_spk.items()}
+    for i in items:
+        if i.id in logs:
+            med, scale = ref[i.speaker]
+            z = (logs[i.id] - med) / scale
+        else:
+            z = math.nan
+        scores[i.id]["transcript_z"] = z
+        scores[i.id]["transcript_absz"] = abs(z)
+
+
+def _finite_pos(r: dict[str, float]) -> bool:
+    v = r.get("speaking_rate", math.nan)
+    return math.isfinite(v) and v > 0
+
+
+def score_corpus(
+    items: list[ManifestItem],
+    cache_dir: str | Path,
+    *,
+    groups: tuple[str, ...] | list[str] = ("signal", "dnsmos"),
+    workers: int = 1,
+    progress: bool = False,
+) -> QualityTable:
+    """Quality scores of every item (cached per corpus fingerprint and scorer group)."""
+    t0 = time.perf_counter()
+    fp = fingerprint(items)
+    stats = QualityStats()
+    scores: dict[str, dict[str, float]] = {i.id: {} for i in items}
+    groups = tuple(g for g in GROUPS if g in set(groups))
+    for g in groups:
+        gdir = group_dir(cache_dir, fp, g)
+        stats.dirs[g] = str(gdir)
+        for uid, r in _fill_group(items, gdir, group_key(fp, g), g, workers, progress, stats).items():
+            scores[uid].update(r)
+    if "signal" in groups:
+        add_transcript_z(items, scores)
+    stats.seconds = time.perf_counter() - t0
+    return QualityTable(fp, groups, scores, stats)
+
+
+def groups_for(names) -> tuple[str, ...]:
+    """The scorer groups needed for these score names."""
+    need = {SCORES[n][0] for n in names}
+    return tuple(g for g in GROUPS if g in need)
+
+
+def attach(items: list[ManifestItem], table: QualityTable) -> None:
+    """Put each item's scores into ``item.extras`` (``extras[name] = value``)."""
+    for i in items:
+        i.extras.update(table.scores.get(i.id, {}))
+
+
+def read_degradations(corpus_path: str | Path) -> dict[str, tuple[str, str]]:
+    """``{id: (kind, parameter)}`` from ``degradations.tsv`` beside a built-in corpus's listing ({} if none)."""
+    p = Path(corpus_path)
+    d = p if p.is_dir() else p.parent
+    f = d / "degradations.tsv"
+    if not f.is_file():
+        return {}
+    out = {}
+    for n, line in enumerate(f.read_text(encoding="utf-8").splitlines()[1:], 2):
+        if line.strip():
+            parts = line.split("\t")
+            if len(parts) != 3:
+                raise ValueError(f"{f}:{n}: expected id<TAB>kind<TAB>parameter, got {line!r}")
+            out[parts[0]] = (parts[1], parts[2])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# reports
+
+
+def table_rows(
+    items: list[ManifestItem], table: QualityTable, degradations: dict[str, tuple[str, str]] | None = None
+) -> list[dict]:
+    """One dict per utterance: id, speaker, duration, degradation kind/parameter, every score."""
+    degradations = degradations or {}
+    names = table.names
+    out = []
+    for i in sorted(items, key=lambda x: x.id):
+        kind, param = degradations.get(i.id, ("clean" if degradations else "", ""))
+        row = {"id": i.id, "speaker": i.speaker, "duration": round(i.duration, 4)}
+        if degradations:
+            row.update(degradation=kind, parameter=param)
+        row.update({n: table.scores[i.id].get(n, math.nan) for n in names})
+        out.append(row)
+    return out
+
+
+def write_table(path: str | Path, rows: list[dict]) -> None:
+    """Per-utterance table as TSV (``.tsv``) or CSV (``.csv``), written atomically."""
+    path = Path(path)
+    if path.suffix not in (".tsv", ".csv"):
+        raise ValueError(f"{path}: the quality table must be .tsv or .csv")
+    buf = io.StringIO()
+    w = csv.DictWriter(
+        buf,
+        fieldnames=list(rows[0]) if rows else ["id"],
+        delimiter="\t" if path.suffix == ".tsv" else ",",
+        lineterminator="\n",
+    )
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, buf.getvalue())
+
+
+PERCENTILES = (5, 25, 50, 75, 95)
+
+
+def distribution(values: np.ndarray) -> dict[str, float]:
+    v = values[np.isfinite(values)]
+    out = {
+        "n": int(v.size),
+        "nan": int(values.size - v.size),
+        "mean": float(v.mean()) if v.size else math.nan,
+    }
+    for p in PERCENTILES:
+        out[f"p{p}"] = float(np.percentile(v, p)) if v.size else math.nan
+    return out
+
+
+def summarize(
+    items: list[ManifestItem],
+    table: QualityTable,
+    degradations: dict[str, tuple[str, str]] | None = None,
+    min_quality: str = "default",
+) -> dict:
+    """Distributions per score, and per degradation kind the mean scores and the share passing ``min_quality``."""
+    from model.data.select import filter_passing
+
+    ids = [i.id for i in items]
+    out: dict = {
+        "utterances": len(items),
+        "scores": {n: distribution(table.column(n, ids)) for n in table.names},
+        "min_quality": min_quality,
+    }
+    try:
+        passing = filter_passing(items, min_quality, table)
+        out["pass_fraction"] = len(passing) / len(items) if items else math.nan
+    except ValueError as e:  # e.g. a DNSMOS condition while only the signal scores were computed
+        passing = None
+        out["pass_error"] = str(e)
+    if degradations:
+        kinds: dict[str, list[str]] = {}
+        for uid in ids:
+            kinds.setdefault(degradations.get(uid, ("clean", ""))[0], []).append(uid)
+        out["by_kind"] = {}
+        for kind in ["clean", *sorted(k for k in kinds if k != "clean")]:
+            kid = kinds.get(kind, [])
+            if not kid:
+                continue
+            row = {"n": len(kid)}
+            row.update({n: float(np.nanmean(table.column(n, kid))) for n in table.names})
+            if passing is not None:
+                row["pass_fraction"] = sum(1 for u in kid if u in passing) / len(kid)
+            out["by_kind"][kind] = row
+    return out
