@@ -13,6 +13,7 @@ stops it at the end; with ``--address``/``ray_address`` it joins an existing clu
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -473,8 +474,27 @@ def _connect(address: str | None, num_cpus: int | None) -> bool:
     if address:
         ray.init(address=address, **kw)
         return True
-    ray.init(num_cpus=num_cpus or os.cpu_count(), **kw)
+    # "local": always a new instance; without it ray.init() joins any cluster `ray start` left on this host
+    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), **kw)
     return True
+
+
+def _token_auth_for(address: str | None) -> None:
+    """``ray start`` turns token auth on and keeps the token in ~/.ray/auth_token, but a client joining by
+    address only sends it in token mode; select that mode (before Ray reads its config) when a token exists."""
+    if not address or "RAY_AUTH_MODE" in os.environ:
+        return
+    token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if not (token or (Path.home() / ".ray" / "auth_token").exists()):
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if "ray._raylet" in sys.modules:  # Ray already read its config in this process: refresh it
+        try:
+            from ray._raylet import Config
+
+            Config.initialize("")
+        except Exception as e:  # private API; the env var still reaches processes started later
+            log.debug("could not refresh Ray config: %s", e)
 
 
 def _check_capacity(res: dict[str, float], address: str | None) -> None:
@@ -500,6 +520,7 @@ def _cancel_watch(sweep_dir: Path, stop: threading.Event) -> None:
 
 
 def _run(sweep_dir: Path, *, restore: bool, address: str | None, progress: bool) -> SweepResult:
+    _token_auth_for(address)
     from ray import tune
 
     from orchestrator.progress import Progress
@@ -516,6 +537,8 @@ def _run(sweep_dir: Path, *, restore: bool, address: str | None, progress: bool)
     }
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "10")  # experiment state saved often: kill -> resume
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no experiment banner; our Progress lines instead
     started = _connect(address, None)
     stop = threading.Event()
     st.update_state(sweep_dir, driver=st.this_driver(), status="running")
@@ -554,7 +577,11 @@ def _run(sweep_dir: Path, *, restore: bool, address: str | None, progress: bool)
         tracker.set_status(state["parent_run_id"], "running")
         watcher = threading.Thread(target=_cancel_watch, args=(sweep_dir, stop), daemon=True)
         watcher.start()
-        grid = tuner.fit()
+        if progress:
+            grid = tuner.fit()
+        else:  # Tune prints a few lines of its own even at verbose=0; keep stdout clean for --json
+            with contextlib.redirect_stdout(sys.stderr):
+                grid = tuner.fit()
     finally:
         stop.set()
         if started:

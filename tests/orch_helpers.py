@@ -47,10 +47,17 @@ def env() -> dict[str, str]:
 
 def cli(*args: str, cwd: Path, timeout: float = 180, check: bool = True) -> subprocess.CompletedProcess:
     p = subprocess.run(
-        [str(BIN / "vits-scaling"), *args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout
+        [str(BIN / "vits-scaling"), *args],
+        cwd=cwd,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if check and p.returncode != 0:
-        raise AssertionError(f"vits-scaling {' '.join(args)} -> {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+        raise AssertionError(
+            f"vits-scaling {' '.join(args)} -> {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+        )
     return p
 
 
