@@ -125,6 +125,7 @@ class SweepSpec(_Strict):
     tags: dict[str, str] = Field(default_factory=dict)
     estimate: Estimate = Field(default_factory=Estimate)
     trial_fn: str = "model.train:run_trial"  # advanced: a "module:function" with run_trial's signature
+    defs: Any = None  # free-form, ignored: a place for YAML anchors (&sizes) reused below
 
     _source: Path | None = PrivateAttr(default=None)
 
