@@ -14,13 +14,18 @@ Scores (``SCORES``; higher is better unless marked):
   normalised after clipping (which the validator's full-scale check cannot see).
 - ``speech_s``: seconds from the first to the last speech frame (frame power above the midpoint, in dB,
   between the noise and speech percentiles).
-- ``n_phones``: phones of the transcript (``model.text.g2p``; pauses and punctuation not counted).
-- ``speaking_rate``: ``n_phones / speech_s`` (phones per second).
-- ``transcript_z``: robust z-score of ``log(speaking_rate)`` against the speaker's utterances (the whole
-  corpus for speakers with fewer than ``MIN_SPEAKER_ITEMS``): ``(x - median) / (1.4826 MAD)``, MAD at
-  least ``MIN_MAD``. A transcript that does not belong to its audio has a phone count far from what the
-  speech duration predicts, so ``|z|`` is large; ``transcript_absz = |transcript_z|`` is the plausibility
-  score to threshold (lower is better). It is corpus-relative, so it is derived when the table is loaded.
+- ``n_phones``: phones of the transcript (``model.text.g2p``; pauses and punctuation not counted);
+  ``n_pauses``: pauses inside it (runs of punctuation or spaces between phones).
+- ``speaking_rate``: ``n_phones / speech_s`` (phones per second, pauses included).
+- ``transcript_z``: the transcript check. Per corpus, the speech span is predicted from the transcript,
+  ``span ~ a * n_phones + b * n_pauses`` (least squares, refitted three times without the items whose
+  residual is beyond 3 robust sigmas); the residual ``log(span / predicted)`` is centred on each speaker's
+  median (speakers with at least ``MIN_SPEAKER_ITEMS`` items; the corpus median otherwise) and divided by
+  ``1.4826 MAD`` of the centred residuals (at least ``MIN_MAD``). Positive: more audio than the text
+  accounts for (words missing from the transcript); negative: the transcript is too long. A transcript that
+  belongs to another utterance is far off (|z| 4-11 on the built-in corpus; clean items stay below ~2).
+  ``transcript_absz = |transcript_z|`` is the score to threshold (lower is better). Both are relative to
+  the corpus, so they are derived when the table is loaded.
 
 Two groups, each cached on its own (``<cache_dir>/quality-<group>-<digest>/``, digest of the key: corpus
 fingerprint, group, scorer version, and the frontend version for ``signal``): ``signal`` (cheap: SNR,
@@ -49,14 +54,14 @@ import numpy as np
 from model.data.files import atomic_write_text, file_lock, progress_bar
 from model.data.manifest import ManifestItem, fingerprint
 
-SIGNAL_VERSION = 1
+SIGNAL_VERSION = 2
 DNSMOS_VERSION = 1
 CHUNK = 256
-MIN_SPEAKER_ITEMS = 20
+MIN_SPEAKER_ITEMS = 5
 MIN_MAD = 0.02
 
 GROUPS = {
-    "signal": ("snr_db", "clip_ratio", "speech_s", "n_phones", "speaking_rate"),
+    "signal": ("snr_db", "clip_ratio", "speech_s", "n_phones", "n_pauses", "speaking_rate"),
     "dnsmos": ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808"),
 }
 DERIVED = {"transcript_z": "signal", "transcript_absz": "signal"}
@@ -68,10 +73,11 @@ SCORES: dict[str, tuple[str, bool, str]] = {
     "dnsmos_p808": ("dnsmos", True, "DNSMOS P.808 MOS (1-5)"),
     "snr_db": ("signal", True, "SNR estimate, dB (frame-power percentiles P90 vs P10)"),
     "clip_ratio": ("signal", False, "fraction of samples within 0.1 % of the peak"),
-    "speech_s": ("signal", True, "first-to-last speech frame, seconds"),
+    "speech_s": ("signal", True, "seconds of speech (voice-active frames)"),
     "n_phones": ("signal", True, "phones of the transcript"),
+    "n_pauses": ("signal", True, "pauses inside the transcript"),
     "speaking_rate": ("signal", True, "phones per second of speech"),
-    "transcript_z": ("signal", True, "robust z of log speaking rate (per speaker)"),
+    "transcript_z": ("signal", True, "robust z of log(speech span / span predicted from the text)"),
     "transcript_absz": ("signal", False, "|transcript_z|: transcript implausibility"),
 }
 # The default filter ("min_quality: default"): one condition per kind of damage. Background noise:
@@ -82,13 +88,27 @@ SCORES: dict[str, tuple[str, bool, str]] = {
 DEFAULT_MIN_QUALITY = "dnsmos_bak >= 2.5 and snr_db >= 30 and clip_ratio <= 0.001 and transcript_absz <= 3"
 
 
-def count_phones(text: str) -> int:
-    """Spoken phones of a transcript (no padding, pauses or punctuation)."""
+def phone_counts(text: str) -> tuple[int, int]:
+    """(spoken phones, pauses between them) of a transcript; padding, punctuation and spaces are not phones."""
     from model.text.g2p import g2p
     from model.text.symbols import PAD, PUNCTUATIONS, SP, UNK
 
     skip = {PAD, SP, UNK, *PUNCTUATIONS}
-    return sum(1 for p in g2p(text).phones if p not in skip)
+    phones = pauses = 0
+    gap = False
+    for p in g2p(text).phones:
+        if p in skip:
+            gap = phones > 0
+            continue
+        pauses += gap
+        gap = False
+        phones += 1
+    return phones, pauses
+
+
+def count_phones(text: str) -> int:
+    """Spoken phones of a transcript (no padding, pauses or punctuation)."""
+    return phone_counts(text)[0]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -117,13 +137,14 @@ def signal_scores(x: np.ndarray, sr: int, text: str) -> dict[str, float]:
     speech_s = ((active[-1] - active[0]) * hop + frame) / sr if active.size else 0.0
     peak = float(np.max(np.abs(x)))
     clip = float(np.mean(np.abs(x) >= peak * 0.999)) if peak > 0 else 1.0
-    phones = count_phones(text)
+    phones, pauses = phone_counts(text)
     rate = phones / speech_s if speech_s > 0 else math.nan
     return {
         "snr_db": snr,
         "clip_ratio": clip,
         "speech_s": float(speech_s),
         "n_phones": float(phones),
+        "n_pauses": float(pauses),
         "speaking_rate": float(rate),
     }
 
@@ -272,33 +293,36 @@ def _fill_group(
 
 
 def add_transcript_z(items: list[ManifestItem], scores: dict[str, dict[str, float]]) -> None:
-    """Derive ``transcript_z``/``transcript_absz`` from the speaking rates (per speaker, robust)."""
-    logs = {i.id: math.log(scores[i.id]["speaking_rate"]) for i in items if _finite_pos(scores[i.id])}
-    allv = np.array(list(logs.values()))
-    by_spk: dict[str, list[float]] = {}
+    """Derive ``transcript_z``/``transcript_absz`` (see the module docstring) into ``scores``."""
+    ok = [i for i in items if scores[i.id].get("speech_s", 0) > 0 and scores[i.id].get("n_phones", 0) > 0]
+    z = {i.id: math.nan for i in items}
+    if len(ok) >= 3:
+        x = np.array([[scores[i.id]["n_phones"], scores[i.id]["n_pauses"]] for i in ok])
+        y = np.log([scores[i.id]["speech_s"] for i in ok])
+        keep = np.ones(len(ok), bool)
+        for _ in range(3):
+            coef = np.linalg.lstsq(x[keep], np.exp(y[keep]), rcond=None)[0]
+            res = y - np.log(np.maximum(x @ coef, 1e-3))
+            med = float(np.median(res[keep]))
+            mad = max(1.4826 * float(np.median(np.abs(res[keep] - med))), MIN_MAD)
+            new = np.abs(res - med) <= 3 * mad
+            if new.sum() < 3 or np.array_equal(new, keep):
+                break
+            keep = new
+        by_spk: dict[str, list[float]] = {}
+        for i, r, k in zip(ok, res, keep, strict=True):
+            if k:
+                by_spk.setdefault(i.speaker, []).append(float(r))
+        centre_all = float(np.median(res[keep]))
+        centre = {
+            sp: float(np.median(v)) if len(v) >= MIN_SPEAKER_ITEMS else centre_all for sp, v in by_spk.items()
+        }
+        centred = np.array([r - centre.get(i.speaker, centre_all) for i, r in zip(ok, res, strict=True)])
+        scale = max(1.4826 * float(np.median(np.abs(centred[keep]))), MIN_MAD)
+        z.update({i.id: float(c / scale) for i, c in zip(ok, centred, strict=True)})
     for i in items:
-        if i.id in logs:
-            by_spk.setdefault(i.speaker, []).append(logs[i.id])
-
-    def robust(v: np.ndarray) -> tuple[float, float]:
-        med = float(np.median(v))
-        return med, max(1.4826 * float(np.median(np.abs(v - med))), MIN_MAD)
-
-    ref_all = robust(allv) if allv.size else (0.0, 1.0)
-    ref = {s: robust(np.array(v)) if len(v) >= MIN_SPEAKER_ITEMS else ref_all for s, v in by_spk.items()}
-    for i in items:
-        if i.id in logs:
-            med, scale = ref[i.speaker]
-            z = (logs[i.id] - med) / scale
-        else:
-            z = math.nan
-        scores[i.id]["transcript_z"] = z
-        scores[i.id]["transcript_absz"] = abs(z)
-
-
-def _finite_pos(r: dict[str, float]) -> bool:
-    v = r.get("speaking_rate", math.nan)
-    return math.isfinite(v) and v > 0
+        scores[i.id]["transcript_z"] = z[i.id]
+        scores[i.id]["transcript_absz"] = abs(z[i.id])
 
 
 def score_corpus(

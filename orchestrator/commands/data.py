@@ -196,6 +196,7 @@ def quality(
     from model.data import load_validated_manifest
     from model.data.prepare import default_workers
     from model.data.quality import read_degradations, score_corpus, summarize, table_rows, write_table
+    from model.data.select import parse_quality
     from orchestrator.commands._common import console, print_json
 
     with _errors():
@@ -205,6 +206,7 @@ def quality(
             d.corpus = d.corpora[corpus]
             if d.corpus != "builtin" and d.corpus_format == "builtin":
                 d.corpus_format = "auto"
+        parse_quality(min_quality, "--min-quality")
         info_, items, _report, _ = load_validated_manifest(d, progress=not as_json)
         groups = ("signal", "dnsmos") if dnsmos else ("signal",)
         table = score_corpus(
