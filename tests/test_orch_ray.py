@@ -124,7 +124,11 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie has exited (nobody reaped it yet)
 
 
-DAEMONS = ("RuntimeEnvAgent", "dashboard/agent.py")  # Ray helpers that run no trial code; may linger
+DAEMONS = (
+    "RuntimeEnvAgent",
+    "DashboardAgent",
+    "dashboard/agent.py",
+)  # Ray helpers: no trial code; may linger
 
 
 def _daemon(pid: int) -> bool:
