@@ -294,34 +294,46 @@ def select(d, *, progress: bool = False, workers: int | None = None) -> Selectio
                 unfiltered,
             )
         )
+    pool_hours = draw(sources, d.data_hours, _what(d))
+    return Selection(sources, pool_hours, d.data_hours, infos, reports, mdirs)
+
+
+def draw(sources: list[SourcePool], hours: float | None, what: str = "") -> float:
+    """Fill each source's ``train`` with its nested share of ``hours`` (None: the whole pool); returns
+    the pool size in hours (``min(hours_c / weight_c)`` over sources with weight > 0)."""
     active = [s for s in sources if s.weight > 0]
+    if not active:
+        raise ValueError("no source with a weight > 0")
     pool_hours = min(s.hours / s.weight for s in active)
-    hours = d.data_hours
     if hours is not None:
         if not hours > 0:
             raise ValueError(f"data.data_hours must be > 0, got {hours}")
         if hours > pool_hours * (1 + 1e-9):
-            raise NotEnoughDataError(_pool_message(d, hours, pool_hours, active))
+            raise NotEnoughDataError(_pool_message(what, hours, pool_hours, active))
     target = pool_hours if hours is None else hours
-    for s in active:
-        share = min(target * s.weight, s.hours)  # float guard at the pool limit
+    for s in sources:
+        share = min(target * s.weight, s.hours)  # min(): float guard at the pool limit
         s.train = nested_subset(s.pool, share) if share > 0 else []
-    return Selection(sources, pool_hours, hours, infos, reports, mdirs)
+    return pool_hours
 
 
-def _pool_message(d, hours: float, pool: float, active: list[SourcePool]) -> str:
+def _what(d) -> str:
     what = []
     if d.min_quality is not None:
         what.append(f"min_quality {d.min_quality!r}")
     if d.sources is not None:
         what.append(f"sources {d.sources}")
+    return ", ".join(what)
+
+
+def _pool_message(what: str, hours: float, pool: float, active: list[SourcePool]) -> str:
     per = "; ".join(
         f"{s.name or 'corpus'}: {s.hours:.4f} h of {s.unfiltered_hours:.4f} h pass"
         + (f", weight {s.weight:.3g}" if s.name else "")
         for s in active
     )
     return (
-        f"data.data_hours={hours:g} but the pool ({', '.join(what)}) holds only {pool:.4f} h of training "
+        f"data.data_hours={hours:g} but the pool ({what or 'whole corpus'}) holds only {pool:.4f} h of training "
         f"audio ({per}; held-out sets excluded)"
     )
 
@@ -334,6 +346,12 @@ def prepare_selected(d, style_dim: int, *, progress: bool, workers: int | None, 
     from model.data.validate import ValidationReport
 
     sel = select(d, progress=progress, workers=workers)
+    if not sel.train:
+        raise NotEnoughDataError(
+            _pool_message(_what(d), 0.0, sel.pool_hours, [s for s in sel.sources if s.weight > 0]).replace(
+                "data.data_hours=0 but", "no training audio:"
+            )
+        )
     items = sel.manifest
     spk2id = speaker_map(items, d)
     train, held = sel.train, sel.heldout
