@@ -198,6 +198,13 @@ def run_tracked(cfg: TrialConfig, trial_fn, *, tune_sink: TuneSink | None = None
     sink = MultiSink(ml, watch, tune_sink)
     try:
         result = trial_fn(cfg, sink, resume=True)
+    except (SystemExit, KeyboardInterrupt) as e:  # stopped by Tune (cancel, Ctrl+C): resumable, not failed
+        try:
+            ml.set_status("cancelled", f"stopped: {type(e).__name__}")
+            ml.close()
+        except TrackingUnavailable:
+            pass
+        raise
     except BaseException as e:
         try:
             ml.set_status("failed", format_error(e))
@@ -612,16 +619,20 @@ def _collect(sweep_dir, state, trials, grid, tracker: Tracker, cancelled: bool) 
         error = None
         if r is not None and r.error is not None:
             error = f"{type(r.error).__name__}: {str(r.error)[-2000:]}"
-        if error and tag not in ("failed",):  # died without reaching its own handler (e.g. worker killed)
+        if cancelled and tag in (None, "pending", "running", "cancelled"):  # `sweep cancel`: resumable
             try:
-                tracker.set_status(rid, "failed", error)
-                tag = "failed"
+                tracker.set_status(rid, "cancelled")
             except Exception:
                 pass
-        status = tag or ("failed" if error else "unknown")
-        if cancelled and status in ("pending", "running"):
-            tracker.set_status(rid, "cancelled")
             status = "cancelled"
+        else:
+            if error and tag != "failed":  # died without reaching its own handler (e.g. worker killed)
+                try:
+                    tracker.set_status(rid, "failed", error)
+                    tag = "failed"
+                except Exception:
+                    pass
+            status = tag or ("failed" if error else "unknown")
         rows.append(
             {
                 "trial_id": tid,
