@@ -13,7 +13,7 @@ from fixtures_data import builtin_corpus, data_cfg  # noqa: F401 - fixture
 DEGRADED_HOURS = 0.025
 DEGRADE = 0.5
 # the signal-only part of the default filter: cheap enough for the mixture tests
-SIGNAL_FILTER = "snr_db >= 30 and clip_ratio <= 0.001 and transcript_absz <= 3"
+SIGNAL_FILTER = "snr_db >= 35 and clip_ratio <= 0.001 and transcript_absz <= 4"
 
 _BUILT: dict = {}
 

@@ -159,7 +159,7 @@ def test_quality_filter_on_one_corpus(degraded_corpus, quality_cache, tmp_path):
     # a filter on the held-out set keeps it clean, still independent of min_quality
     cfg.data.data_hours, cfg.data.val_min_quality = None, SIGNAL_FILTER
     a = select(cfg)
-    cfg.data.min_quality = "snr_db >= 30"
+    cfg.data.min_quality = "snr_db >= 35"
     b = select(cfg)
     assert [i.id for i in a.heldout] == [i.id for i in b.heldout]
     assert not [i.id for i in a.heldout if i.id in deg]

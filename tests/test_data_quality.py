@@ -184,3 +184,26 @@ def test_quality_command(degraded_corpus, degraded_scores, quality_cache, tmp_pa
     # a bad filter is a clean error
     r = CliRunner().invoke(app, ["data", "quality", "deg", "--config", str(cfg), "--min-quality", "mos > 3"])
     assert r.exit_code == 2 and "unknown score 'mos'" in r.output
+
+
+def test_degraded_builtin_corpus_gets_its_own_directory():
+    from model.config import DataConfig
+    from model.data.prepare import builtin_dir
+
+    d = DataConfig()
+    clean = builtin_dir(d)
+    d.builtin_degrade = 0.3
+    assert builtin_dir(d) != clean and "degrade0.3-dseed0" in builtin_dir(d).name
+    d.builtin_degrade_seed = 1
+    assert builtin_dir(d).name.endswith("degrade0.3-dseed1")
+
+
+def test_concurrent_scorers_compute_once(degraded_scores, tmp_path):  # noqa: F811
+    from concurrent.futures import ThreadPoolExecutor
+
+    items = degraded_scores[0][:6]
+    with ThreadPoolExecutor(3) as ex:
+        tables = list(ex.map(lambda _: score_corpus(items, tmp_path, groups=("signal",)), range(3)))
+    assert sum(t.stats.computed["signal"] for t in tables) == len(items)  # the others waited and reused
+    assert all(t.scores == tables[0].scores for t in tables)
+    assert not list(tmp_path.rglob("*.tmp"))
