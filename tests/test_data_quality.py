@@ -127,7 +127,8 @@ def test_scores_rank_degraded_utterances_low(degraded_scores):  # noqa: F811
 
 def test_quality_cache_is_reused(degraded_scores, quality_cache):  # noqa: F811
     items, table, _ = degraded_scores
-    assert table.stats.computed == {"signal": len(items), "dnsmos": len(items)}
+    for g in ("signal", "dnsmos"):  # the mixture tests may have scored the signal group already
+        assert table.stats.computed[g] + table.stats.reused[g] == len(items)
     again = score_corpus(items, quality_cache, groups=("dnsmos", "signal"), workers=2)
     assert again.stats.computed == {"signal": 0, "dnsmos": 0}
     assert again.stats.reused == {"signal": len(items), "dnsmos": len(items)}
