@@ -167,6 +167,10 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     deterministic: bool = False
     scheduler_per: str = "epoch"  # epoch (SBV2: lr_decay once per epoch) | step (independent of data size)
+    # --- starting from another trial's weights (model/train/init.py) ---
+    init_from: str | None = None  # checkpoint file, trial dir / checkpoints dir, or "sweep:<name>/<trial_id>"
+    init_speakers: str = "resize"  # resize | reinit | keep: emb_g when loading init_from
+    freeze: list[str] = field(default_factory=list)  # generator parts kept fixed: enc_p, flow, dec, emb_g, dotted
 
 
 @dataclass

@@ -37,6 +37,7 @@ from model.train import checkpoint as ckpt
 from model.train.budget import Budget, plan_budget
 from model.train.data import TrialData
 from model.train.evaluate import evaluate, laplace_scale
+from model.train.init import build_state, info_from_state, load_init
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ def run_trial(
 
 def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
     from model.counting import flops_per_step
-    from model.step import build_train_state, resolve_device, scheduler_step, train_step
+    from model.step import resolve_device, scheduler_step, train_step
 
     step_fn = step_fn or train_step
     t, e = cfg.train, cfg.eval
@@ -185,7 +186,7 @@ def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
     val_batches = data.val_batches()
 
     seed_everything(t.seed)
-    state = build_train_state(cfg, device)
+    state = build_state(cfg, device)  # build_train_state + train.freeze
     with torch.random.fork_rng(devices=[]):  # counting builds nets on meta: keep the seeded stream intact
         fps = flops_per_step(cfg, utterance_s=data.mean_utterance_s)
     budget = plan_budget(cfg, fps, data.batches_per_epoch())
@@ -214,6 +215,12 @@ def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
             batch_in_epoch,
         )
         del payload
+    elif t.init_from:  # a fresh fine-tune trial: weights of another trial (a resumed one has its own)
+        load_init(state, cfg)
+    init = info_from_state(state)
+    if init is not None:  # the pretraining compute and data behind this trial, for the analysis
+        sink.log_params(init.params())
+        sink.log_metrics(init.metrics(), 0)
     emit(
         {
             "kind": "start",
@@ -232,7 +239,14 @@ def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
     saved: Path | None = last
 
     def counters() -> dict[str, float]:
-        return {"data_seen_s": seen_s}
+        c = {
+            "data_seen_s": seen_s,
+            "flops": state.step * budget.flops_per_step,
+            "data_hours": data.data_hours,
+        }
+        if init is not None:  # carried on, so a trial started from this one counts the whole chain
+            c.update(pretrain_flops=init.flops, pretrain_hours=init.hours)
+        return c
 
     def save() -> Path:
         nonlocal paused
