@@ -35,7 +35,8 @@ def available_hours(data_cfg, notes: list[str] | None = None) -> float | None:
     The built-in corpus is only asked about once it has been built (building it takes minutes); before
     that its configured size ``data.builtin_hours`` is the bound.
     """
-    if data_cfg.corpus == "builtin":
+    selective = any(getattr(data_cfg, k, None) is not None for k in ("min_quality", "sources"))
+    if data_cfg.corpus == "builtin" and not selective:  # a filter or mixture needs the real pool
         built = Path(data_cfg.corpus_dir)
         if not (built.is_dir() and any(built.iterdir())):
             return float(data_cfg.builtin_hours)
