@@ -205,7 +205,10 @@ def run_suite(
         from analysis.transfer import fit_transfer, split_pretrained
 
         def transfer():
-            sc, ft = split_pretrained(full)
+            src = full
+            if "stage" in full.columns and (full["stage"] == "finetune").any():
+                src = full[full["stage"] == "finetune"]  # pretrain-stage trials saw other data: not controls
+            sc, ft = split_pretrained(src)
             return fit_transfer(
                 sc[["N", "D", metric]].rename(columns={metric: "L"}),
                 ft[["N", "D", metric]].rename(columns={metric: "L"}),

@@ -6,6 +6,9 @@ params (numbers parsed), ``N`` (= ``params_generator``: generator parameters, th
 ``N_total`` = generator + discriminator parameters to count what is trained), ``D`` (= ``data_seen_s``,
 audio seconds seen in training), ``C`` (= final cumulative measured ``flops``), ``data_hours`` (unique
 training hours), ``wall_s`` (run wall time), and every final metric (the last logged value).
+Sweeps with stages (pretrain -> fine-tune) add ``stage`` and ``from_trial`` (from the run tags) and
+``pretrain_flops`` / ``pretrain_hours`` (0 for trials that started from scratch); ``C``, ``D`` and
+``data_hours`` of a fine-tuned trial count its fine-tuning only.
 
 This module is the only one in ``analysis/`` that imports mlflow (lazily, inside functions).
 
@@ -27,6 +30,9 @@ TAG_SWEEP = "vits_scaling.sweep"
 TAG_TRIAL = "vits_scaling.trial_id"
 TAG_STATUS = "vits_scaling.status"
 TAG_ROLE = "vits_scaling.role"  # sweep (the parent run) | trial
+TAG_STAGE = "vits_scaling.stage"  # pretrain | finetune (sweeps with stages)
+TAG_FROM = "vits_scaling.from_trial"  # the pretrain trial a fine-tune started from, or "scratch"
+PRETRAIN_COLS = ("pretrain_flops", "pretrain_hours")
 DEFAULT_URI = "sqlite:///runs/mlflow.db"
 USABLE_STATUS = ("finished",)
 
@@ -184,6 +190,9 @@ def read_mlflow(sweep: str, uri: str | None = None) -> pd.DataFrame:
         }
         for k, v in r.data.params.items():
             row[k] = _num(v)
+        for tag, col in ((TAG_STAGE, "stage"), (TAG_FROM, "from_trial")):
+            if tag in r.data.tags:
+                row[col] = r.data.tags[tag]
         for k in ("system.gpu_name", "gpu_name", "gpu"):  # the GPU a trial ran on, if a tag records it
             if k in r.data.tags and k not in row:
                 row[k] = r.data.tags[k]
@@ -197,6 +206,9 @@ def read_mlflow(sweep: str, uri: str | None = None) -> pd.DataFrame:
         row["wall_s"] = (end - start) / 1000.0 if end and start else np.nan
         rows.append(row)
     df = pd.DataFrame(rows)
+    if "stage" in df.columns or any(c in df.columns for c in PRETRAIN_COLS):
+        for c in PRETRAIN_COLS:  # a trial without pretraining metrics started from scratch: 0
+            df[c] = pd.to_numeric(df[c], errors="coerce").fillna(0.0) if c in df.columns else 0.0
     df.attrs["source"] = f"mlflow:{tracking_uri(uri)} sweep={sweep}"
     df.attrs["parent_run_id"] = parent.info.run_id if parent is not None else None
     return df

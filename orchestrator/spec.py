@@ -6,6 +6,9 @@ A sweep is ``base`` settings + ``axes``. ``mode: grid`` takes the cartesian prod
 each compute budget, a list of model sizes. Every point is repeated for each of ``seeds``. Points that
 cannot run (heads do not divide the width, more data hours than the corpus holds, a budget below one step,
 a user ``constraints`` expression is false) are skipped before launch with the reason.
+
+``stages`` (pretraining then fine-tuning) replaces the top-level grid with two grids run in order: see
+``StageSpec`` / ``FinetuneStage`` below and ``resolve_stages``.
 """
 
 from __future__ import annotations
@@ -104,6 +107,64 @@ class Estimate(_Strict):
     count: bool = True  # measure params / FLOPs per step before launch (model.counting)
 
 
+class StageSpec(_Strict):
+    """One stage's grid: overrides on top of the sweep's ``base`` and its own axes/points/isoflop/constraints.
+
+    ``data``/``model``/``train``/``eval`` are merged into the sweep's base settings for this stage only
+    (e.g. a large mixed corpus for ``pretrain``, the small target corpus and speaker table for ``finetune``).
+    ``mode``, ``axes``, ``points``, ``isoflop`` and ``constraints`` mean what they mean at the top level.
+    """
+
+    data: dict[str, Any] = Field(default_factory=dict)
+    model: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+    eval: dict[str, Any] = Field(default_factory=dict)
+    mode: Literal["grid", "list"] = "grid"
+    axes: dict[str, list[Any]] = Field(default_factory=dict)
+    points: list[dict[str, Any]] = Field(default_factory=list)
+    isoflop: list[IsoflopLevel] = Field(default_factory=list)
+    constraints: list[str] = Field(default_factory=list)
+
+
+class FinetuneStage(StageSpec):
+    """The fine-tune grid, crossed with the pretrained trials it starts from (``from``), plus controls.
+
+    ``from``: ``all`` (every pretrain-stage trial), or a list whose items are each a pretrain trial id, a
+    mapping of pretrain axis values selecting the trials that have them (``{width: 32}``,
+    ``{width: 32, data_hours: 0.5}``), ``sweep:<name>/<trial_id>`` (a trial of an earlier, submitted sweep)
+    or a checkpoint path. Every item must match something, or the sweep fails before launch.
+    Each fine-tune trial takes its parent's model settings (model axes of the fine-tune grid are not
+    allowed: a checkpoint fixes the model); ``train.init_from`` is set to the parent's trial directory.
+    ``scratch: true`` adds, for each distinct parent model and each fine-tune point, the same trial from
+    scratch (``from: scratch``): every pretrained trial has its control at the same fine-tune hours/budget.
+    ``init_speakers`` and ``freeze`` go to ``train.init_speakers`` / ``train.freeze`` (model/train/init.py).
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: str | list[str | dict[str, Any]] = Field("all", alias="from")
+    scratch: bool = True
+    init_speakers: Literal["resize", "reinit", "keep"] = "resize"
+    freeze: list[str] = Field(default_factory=list)
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, v):
+        if isinstance(v, str) and v != "all":
+            return [v]
+        if isinstance(v, list) and not v:
+            raise ValueError("an empty list selects nothing (use 'all' or name trials)")
+        return v
+
+
+class Stages(_Strict):
+    """``pretrain`` runs to completion first, then ``finetune`` (whose trials start from pretrain trials).
+    ``pretrain`` may be left out when every ``finetune.from`` item names an earlier sweep's trial or a path."""
+
+    pretrain: StageSpec | None = None
+    finetune: FinetuneStage
+
+
 class SweepSpec(_Strict):
     name: str
     description: str = ""
@@ -126,6 +187,7 @@ class SweepSpec(_Strict):
     estimate: Estimate = Field(default_factory=Estimate)
     trial_fn: str = "model.train:run_trial"  # advanced: a "module:function" with run_trial's signature
     defs: Any = None  # free-form, ignored: a place for YAML anchors (&sizes) reused below
+    stages: Stages | None = None  # pretrain -> finetune; then the top-level axes/points/isoflop stay empty
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -374,6 +436,9 @@ def _points(spec: SweepSpec) -> list[dict[str, Any]]:
 
 def _check_semantics(spec: SweepSpec) -> None:
     where = spec.where()
+    if spec.stages is not None:
+        _check_stages(spec)
+        return
     if spec.mode == "grid" and spec.points:
         raise SpecError(f"{where}: points: explicit points need `mode: list` (mode is grid)")
     if spec.mode == "list" and not (spec.points or spec.isoflop):
@@ -568,6 +633,10 @@ def resolve(spec: SweepSpec | str | Path, *, count: bool = True) -> Plan:
 
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
+    if spec.stages is not None:
+        from orchestrator.stages import resolve_stages
+
+        return resolve_stages(spec, count=count)
     where = spec.where()
     base = base_config(spec)
     plan = Plan(
@@ -625,12 +694,30 @@ def _builtin_reason(cfg: TrialConfig, hours_cache: dict, notes: list[str]) -> st
             f"hidden_channels {m.hidden_channels} is not divisible by n_heads {m.n_heads} "
             "(attention splits the channels across heads)"
         )
+    from model.data import check_selection
+
+    try:  # an unknown score in min_quality or an unknown corpus in sources fails before launch
+        check_selection(cfg.data)
+    except ConfigError as e:
+        raise SpecError(str(e)) from None
     hours = cfg.data.data_hours
     if hours is not None:
         from orchestrator.estimate import available_hours
 
         key = json.dumps(
-            [cfg.data.corpus, cfg.data.corpus_format, cfg.data.builtin_hours, cfg.data.corpus_dir],
+            [
+                cfg.data.corpus,
+                cfg.data.corpus_format,
+                cfg.data.builtin_hours,
+                cfg.data.corpus_dir,
+                # the pool a quality filter or mixture leaves differs per level
+                cfg.data.min_quality,
+                cfg.data.val_min_quality,
+                cfg.data.sources,
+                cfg.data.corpora,
+                cfg.data.builtin_degrade,
+                cfg.data.builtin_degrade_seed,
+            ],
             default=str,
         )
         if key not in hours_cache:
@@ -652,3 +739,9 @@ def _finish(plan: Plan, cfg: TrialConfig, tid: str, name: str, axes: dict[str, A
     cfg.tracking.experiment = spec.experiment
     cfg.tracking.run_name = name
     cfg.tracking.tags = {**cfg.tracking.tags, **spec.tags}
+
+
+def _check_stages(spec: SweepSpec) -> None:
+    from orchestrator.stages import check_stages
+
+    check_stages(spec)

@@ -7,6 +7,11 @@ the trial function (default ``model.train:run_trial``) with a sink that writes t
 Ray Tune; checkpoints the trial logs are reported to Tune, so a retried trial (``FailureConfig``) or a
 resumed sweep (``Tuner.restore``) continues from its last checkpoint, on any node.
 
+A sweep with ``stages`` (``orchestrator.stages``) runs one Tuner per stage (``ray_<stage>/``), in order: the
+fine-tune stage starts only when every pretrain trial has ended, and a fine-tune trial whose parent did not
+finish fails with that reason (a resume retries it once the parent has finished). Each stage's Tuner is
+restored on resume, so killing the driver between stages and resuming repeats no finished trial.
+
 Without an address the driver starts a local Ray (``ray.init(num_cpus=..., include_dashboard=False)``) and
 stops it at the end; with ``--address``/``ray_address`` it joins an existing cluster.
 """
@@ -233,10 +238,31 @@ def _trainable(config: dict[str, Any], trials: dict[str, dict], settings: dict[s
     for k, v in settings.get("env", {}).items():
         os.environ.setdefault(k, v)
     cfg = TrialConfig.from_dict(trials[config["trial_id"]])
+    _check_parent(cfg, trials)
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         restore_checkpoint(ckpt, cfg.output_dir)
     run_tracked(cfg, load_trial_fn(settings["trial_fn"]), tune_sink=TuneSink(cfg.output_dir))
+
+
+def _check_parent(cfg: TrialConfig, trials: dict[str, dict]) -> None:
+    """A fine-tune trial starts only from a parent that finished (its last checkpoint is its final one)."""
+    from orchestrator.stages import parent_of
+
+    parent = parent_of(cfg)
+    if parent is None or parent not in trials:
+        return
+    rid = trials[parent]["tracking"].get("run_id")
+    status = None
+    if rid:
+        tracker = Tracker(cfg.tracking.uri)
+        run = tracker.call(lambda: tracker.client.get_run(rid), what="get parent run", retry_s=30.0)
+        status = run.data.tags.get(TAG_STATUS)
+    if status != "finished":
+        raise RuntimeError(
+            f"fine-tune trial {cfg.trial_id} starts from pretrain trial {parent}, which is {status or 'unknown'}"
+            " (not finished); resume the sweep once it has finished"
+        )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -359,7 +385,7 @@ def submit_sweep(
             parent_run_id=parent,
             run_name=tp.name,
             status="pending",
-            tags=dict(spec.tags),
+            tags={**spec.tags, **tp.config.tracking.tags},  # + vits_scaling.stage / from_trial for stages
         )
         tp.config.tracking.run_id = rid
         tp.config.tracking.parent_run_id = parent
@@ -555,40 +581,23 @@ def _run(sweep_dir: Path, *, restore: bool, address: str | None, progress: bool)
         trainable = tune.with_resources(
             tune.with_parameters(_trainable, trials=trials, settings=settings), res
         )
-        ray_dir = Path(state["ray_dir"])
-        if restore and tune.Tuner.can_restore(str(ray_dir)):
-            tuner = tune.Tuner.restore(str(ray_dir), trainable, resume_unfinished=True, resume_errored=True)
-        else:
-            if (
-                ray_dir.exists()
-            ):  # killed before Tune saved anything: start the grid again (MLflow skips done)
-                shutil.rmtree(ray_dir)
-            tuner = tune.Tuner(
-                trainable,
-                param_space={"trial_id": tune.grid_search(list(trials))},
-                tune_config=tune.TuneConfig(
-                    max_concurrent_trials=spec.get("max_concurrent"),
-                    trial_name_creator=_trial_name,
-                    trial_dirname_creator=_trial_name,
-                ),
-                run_config=tune.RunConfig(
-                    name="ray",
-                    storage_path=str(sweep_dir),
-                    failure_config=tune.FailureConfig(max_failures=spec.get("max_failures", 1)),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                    verbose=0,
-                    callbacks=[Progress(len(trials), {k: v["name"] for k, v in trials.items()})],
-                ),
-            )
         Progress.enabled = progress
         tracker.set_status(state["parent_run_id"], "running")
         watcher = threading.Thread(target=_cancel_watch, args=(sweep_dir, stop), daemon=True)
         watcher.start()
-        if progress:
-            grid = tuner.fit()
-        else:  # Tune prints a few lines of its own even at verbose=0; keep stdout clean for --json
-            with contextlib.redirect_stdout(sys.stderr):
-                grid = tuner.fit()
+        grid = []
+        for stage, ids in _stage_groups(trials):
+            if (sweep_dir / st.CANCEL_FILE).exists():
+                break  # cancelled during an earlier stage: later stages stay pending (resumable)
+            ray_dir = Path(state["ray_dir"]) if stage is None else sweep_dir / f"ray_{stage}"
+            if progress and stage is not None:
+                print(f"stage {stage}: {len(ids)} trials", flush=True)
+            tuner = _tuner(trainable, ray_dir, ids, trials, spec, restore=restore)
+            if progress:
+                grid += list(tuner.fit())
+            else:  # Tune prints a few lines of its own even at verbose=0; keep stdout clean for --json
+                with contextlib.redirect_stdout(sys.stderr):
+                    grid += list(tuner.fit())
     finally:
         stop.set()
         if started:
@@ -597,6 +606,55 @@ def _run(sweep_dir: Path, *, restore: bool, address: str | None, progress: bool)
             ray.shutdown()
     cancelled = (sweep_dir / st.CANCEL_FILE).exists()
     return _collect(sweep_dir, state, trials, grid, tracker, cancelled)
+
+
+def _stage_groups(trials: dict[str, dict]) -> list[tuple[str | None, list[str]]]:
+    """[(stage, trial ids)] in run order; [(None, all ids)] for a sweep without stages."""
+    from orchestrator.stages import STAGES
+
+    by: dict[str | None, list[str]] = {}
+    for tid, d in trials.items():
+        by.setdefault((d.get("axes") or {}).get("stage"), []).append(tid)
+    if set(by) == {None}:
+        return [(None, list(trials))]
+    unknown = set(by) - set(STAGES)
+    if unknown:
+        raise SpecError(f"trials.json: unknown stage(s) {sorted(map(str, unknown))}")
+    return [(s, by[s]) for s in STAGES if s in by]
+
+
+def _tuner(trainable, ray_dir: Path, ids: list[str], trials: dict[str, dict], spec: dict, *, restore: bool):
+    """A new Tuner over ``ids`` in ``ray_dir``, or the one saved there (``restore``)."""
+    from ray import tune
+
+    from orchestrator.progress import Progress
+
+    space = {"trial_id": tune.grid_search(ids)}
+    if restore and tune.Tuner.can_restore(str(ray_dir)):
+        # param_space again: trials Tune had not generated yet (killed early in a stage) resolve their
+        # grid value from it, not from a placeholder
+        return tune.Tuner.restore(
+            str(ray_dir), trainable, param_space=space, resume_unfinished=True, resume_errored=True
+        )
+    if ray_dir.exists():  # killed before Tune saved anything: start the grid again (MLflow skips done)
+        shutil.rmtree(ray_dir)
+    return tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=spec.get("max_concurrent"),
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=ray_dir.name,
+            storage_path=str(ray_dir.parent),
+            failure_config=tune.FailureConfig(max_failures=spec.get("max_failures", 1)),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            verbose=0,
+            callbacks=[Progress(len(ids), {k: trials[k]["name"] for k in ids})],
+        ),
+    )
 
 
 def _collect(sweep_dir, state, trials, grid, tracker: Tracker, cancelled: bool) -> SweepResult:

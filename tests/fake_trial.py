@@ -8,6 +8,11 @@ Behaviour knobs come from ``extra.*`` sweep axes (recorded in ``cfg.axes``):
 ``extra.step_s`` (sleep per step, default 0.01), ``extra.fail``: ``always`` (raise at step 2 on every
 attempt), ``after:K`` (raise once, at step K, on the first attempt only: tests resume-from-checkpoint).
 Checkpoints are JSON files ``ckpt/step_<n>.json`` every ``train.checkpoint_every`` steps (default 5).
+
+Fine-tuning (``train.init_from``, a trial directory): the parent must have a checkpoint (else the trial raises,
+as the real trainer does); the parent's seconds seen transfer as ``TRANSFER`` x that much extra data in the
+loss law; ``pretrain_flops`` / ``pretrain_hours`` are logged and ``init.json`` records the parent's finish time
+(``done.json``, written when a trial finishes) next to this trial's start, for the stage-order test.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import time
 from pathlib import Path
 
 E, A, ALPHA, B, BETA = 1.5, 40.0, 0.35, 25.0, 0.3
+TRANSFER = 0.3
 
 
 def model_size(cfg) -> int:
@@ -53,12 +59,32 @@ def run_trial(cfg, sink, *, resume: bool = True) -> dict:
         f.write(json.dumps({"start_step": start, "time": time.time()}) + "\n")
 
     sink.log_params({"fake.law": f"E={E} A={A} alpha={ALPHA} B={B} beta={BETA}"})
+    bonus = 0.0
+    if t.init_from:
+        parent = Path(t.init_from)
+        last = sorted((parent / "ckpt").glob("step_*.json"), key=lambda p: int(p.stem.split("_")[1]))
+        if not last:
+            raise FileNotFoundError(f"train.init_from: {parent}: no checkpoint")
+        pc = json.loads(last[-1].read_text())
+        done = parent / "done.json"
+        (out / "init.json").write_text(
+            json.dumps(
+                {
+                    "start": time.time(),
+                    "parent_done": json.loads(done.read_text())["time"] if done.exists() else None,
+                    "parent": str(parent),
+                }
+            )
+        )
+        bonus = TRANSFER * pc.get("seen", 0.0)
+        sink.log_params({"pretrain.source": str(last[-1])})
+        sink.log_metrics({"pretrain_flops": pc.get("flops", 0.0), "pretrain_hours": pc.get("hours", 0.0)}, 0)
     sink.log_metrics(
         {"params_generator": n, "flops_per_step": flops_per_step, "total_flops": flops_per_step * steps}, 0
     )
     for step in range(start + 1, steps + 1):
         seen = step * sec_per_step
-        loss = loss_law(n, min(seen, unique_s) + 0.1 * max(0.0, seen - unique_s))
+        loss = loss_law(n, min(seen, unique_s) + 0.1 * max(0.0, seen - unique_s) + bonus)
         sink.log_metrics(
             {
                 "loss_g_total": loss,
@@ -80,10 +106,19 @@ def run_trial(cfg, sink, *, resume: bool = True) -> dict:
             raise RuntimeError(f"fake trial failure at step {step} (extra.fail={fail}, first attempt)")
         if step % every == 0 or step == steps:
             p = ckdir / f"step_{step}.json"
-            p.write_text(json.dumps({"step": step}))
+            p.write_text(
+                json.dumps(
+                    {
+                        "step": step,
+                        "flops": step * flops_per_step,
+                        "seen": min(seen, unique_s),
+                        "hours": cfg.data.data_hours or 0.5,
+                    }
+                )
+            )
             sink.log_checkpoint(p, step)
         time.sleep(step_s)
-    final = loss_law(n, min(steps * sec_per_step, unique_s))
+    final = loss_law(n, min(steps * sec_per_step, unique_s) + bonus)
     sink.log_metrics(
         {
             "val_mel_l1": final,
@@ -92,5 +127,6 @@ def run_trial(cfg, sink, *, resume: bool = True) -> dict:
         },
         steps,
     )
+    (out / "done.json").write_text(json.dumps({"time": time.time()}))
     sink.set_status("finished")
     return {"steps": steps, "val_mel_l1": final}
