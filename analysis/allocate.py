@@ -112,6 +112,13 @@ def allocate(
         raise FitRefused("allocate", f"budget must be positive, got {budget}")
     k, k_src = flops_per_param_unit(table)
     p = fit.params
+    for name, other in (("alpha", "N"), ("beta", "D")):
+        if not p[name] > EXPONENT_FLOOR:
+            raise FitRefused(
+                "allocate",
+                f"the Approach 3 fit has {name} = {p[name]:.3g}: the loss does not fall with {other} over these "
+                f"trials, so no compute-optimal split exists (add trials that vary {other} at fixed compute)",
+            )
     N, D = laws.compute_optimal(budget, p["A"], p["B"], p["alpha"], p["beta"], k)
     L = laws.chinchilla(N, D, p["E"], p["A"], p["B"], p["alpha"], p["beta"])
     q = (1 - level) / 2
@@ -136,6 +143,8 @@ def allocate(
 
 # ----------------------------------------------------------------------------------------------------------
 # nearest model config
+
+EXPONENT_FLOOR = 1e-3  # an exponent at (or near) its lower bound 0 means the law has no such term
 
 WIDTHS = (64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536)
 DEPTHS = tuple(range(2, 25))

@@ -207,3 +207,18 @@ def test_analytic_parameter_estimate_matches_model_counting():
     assert abs(estimate_generator_params(v) / exact - 1) < 0.03
     c = nearest_config(4e7, exact=False)
     assert abs(np.log(c["N"] / 4e7)) < 0.2 and c["width"] % c["heads"] == 0
+
+
+def test_allocate_refuses_when_loss_does_not_fall_with_N():
+    """A demo-sized sweep can give alpha = 0 (bigger models got fewer steps and were not better): no
+    compute-optimal split exists, and allocate must say so instead of dividing by zero."""
+    import dataclasses
+
+    from analysis.allocate import allocate
+    from analysis.fit import FitRefused, fit_approach3
+
+    t = S.sweep_table(seed=8)
+    f = fit_approach3(t.N, t.D, t.val_nelbo, n_boot=0)
+    flat = dataclasses.replace(f, params={**f.params, "alpha": 0.0}, samples={})
+    with pytest.raises(FitRefused, match="alpha = 0.*does not fall with N"):
+        allocate(flat, budget=1e16, table=t, exact_count=False)
