@@ -140,6 +140,11 @@ def _residual_stats(r: np.ndarray, space: str) -> dict[str, Any]:
     }
 
 
+DISTINCT_REL_TOL = 0.02  # values within 2 % are one level of an axis
+BOUND_TOL = 1e-3  # an exponent this close to its search bound is "on the bound"
+FLAT_TERM_REL = 1e-4  # a power-law term moving the loss by less than this fraction is switched off
+
+
 def check_inputs(
     fit: str,
     columns: dict[str, Any],
@@ -170,12 +175,51 @@ def check_inputs(
     if n < min_points:
         raise FitRefused(fit, f"too few points: {n} (this fit needs at least {min_points})")
     for k, need in (distinct or {}).items():
-        u = np.unique(arrs[k])
+        u = distinct_levels(arrs[k])
         if len(u) == 1:
             raise FitRefused(fit, f"a single value of {k!r} ({u[0]:.4g}): its exponent is not identifiable")
         if len(u) < need:
             raise FitRefused(fit, f"only {len(u)} distinct values of {k!r} (this fit needs at least {need})")
     return arrs
+
+
+def distinct_levels(a, rel_tol: float = DISTINCT_REL_TOL) -> np.ndarray:
+    """Distinct values of ``a`` where values within ``rel_tol`` of each other count as one level: a budget
+    of 1e11 FLOPs run as 99.8 GFLOPs (whole steps) is the same budget, not a new point on the axis."""
+    u = np.unique(np.asarray(a, dtype=float))
+    if len(u) == 0:
+        return u
+    keep = [u[0]]
+    for v in u[1:]:
+        if abs(v - keep[-1]) > rel_tol * max(abs(keep[-1]), abs(v)):
+            keep.append(v)
+    return np.array(keep)
+
+
+def refuse_at_bounds(fit: str, params: dict[str, float], bounds: dict[str, tuple[float, float]]) -> None:
+    """Refuse a fit whose exponent ended on its search bound: the data did not determine it (for example
+    alpha = 0 when loss does not fall with N over the trials), so any number printed would be an artefact."""
+    for k, (lo, hi) in bounds.items():
+        v = params[k]
+        if v <= lo + BOUND_TOL or v >= hi - BOUND_TOL:
+            raise FitRefused(
+                fit,
+                f"{k} = {v:.3g} ended on its search bound [{lo:g}, {hi:g}]: the trials do not determine it "
+                f"(the loss does not follow a power law in this variable over their range)",
+            )
+
+
+def refuse_flat_term(fit: str, var: str, x, coef: float, expo: float, L) -> None:
+    """Refuse when the fitted ``coef * x^-expo`` term changes the loss by a negligible amount over the
+    trials' range of ``x`` (the optimiser switched the term off because loss does not fall with ``x``)."""
+    x = np.asarray(x, dtype=float)
+    span = coef * (np.min(x) ** -expo - np.max(x) ** -expo)
+    if not span > FLAT_TERM_REL * float(np.median(L)):
+        raise FitRefused(
+            fit,
+            f"the fitted {var} term changes the loss by {span:.3g} over the trials' {var} range "
+            f"({np.min(x):.3g}..{np.max(x):.3g}): the loss does not fall with {var} over these trials",
+        )
 
 
 def _few(names) -> str:
@@ -369,6 +413,9 @@ def fit_approach3(
     if theta is None:
         raise FitRefused(name, "L-BFGS failed from every initialisation")
     params = _a3_params(theta)
+    refuse_at_bounds(name, params, {"alpha": A3_BOUNDS[3], "beta": A3_BOUNDS[4]})
+    refuse_flat_term(name, "N", x["N"], params["A"], params["alpha"], x["L"])
+    refuse_flat_term(name, "D", x["D"], params["B"], params["beta"], x["L"])
     samples: dict[str, np.ndarray] = {}
     if n_boot > 0:
         thetas = bootstrap_thetas(_a3_boot_chunk, logN, logD, logL, delta, theta, n_boot, seed, workers)
@@ -452,6 +499,7 @@ def fit_data_constrained(
         return {**_a3_params(t[:5]), "R_star": float(np.exp(t[5]))}
 
     params = params_of(th)
+    refuse_at_bounds(name, params, {"alpha": A3_BOUNDS[3], "beta": A3_BOUNDS[4]})
     samples: dict[str, np.ndarray] = {}
     if n_boot > 0:
         rng = np.random.default_rng(seed)
@@ -510,13 +558,16 @@ def _pl_solve(lx, ly, starts, w=None, fast=False):
             lambda th: _pl_residual(th, lx, ly)[0] * sw,
             x0,
             jac=lambda th: _pl_residual(th, lx, ly)[1] * (sw[:, None] if w is not None else 1.0),
-            bounds=([-50, -20, 0.0], [200, 20, 5.0]),
+            bounds=([-50, -20, PL_ALPHA_BOUNDS[0]], [200, 20, PL_ALPHA_BOUNDS[1]]),
             method="trf",
             x_scale="jac",
         )
         if res.cost < best[0]:
             best = (float(res.cost), res.x)
     return best
+
+
+PL_ALPHA_BOUNDS = (0.0, 5.0)
 
 
 @single_threaded
@@ -543,6 +594,8 @@ def fit_power_law(
         return {"E": float(np.exp(t[1])), "A": float(np.exp(t[0])), "alpha": float(t[2])}
 
     params = params_of(th)
+    refuse_at_bounds(name, params, {"alpha": PL_ALPHA_BOUNDS})
+    refuse_flat_term(name, x_name, arr[x_name], params["A"], params["alpha"], arr["L"])
     samples: dict[str, np.ndarray] = {}
     if n_boot > 0:
         rng = np.random.default_rng(seed)

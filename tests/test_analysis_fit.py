@@ -206,3 +206,24 @@ def test_fit_result_serialises():
     assert set(d["params"]) == {"E", "A", "B", "alpha", "beta", "a", "b"}
     assert d["n_boot"] == 10 and d["n_points"] == 60
     assert all(len(v) == 2 for v in d["ci"].values())
+
+
+def test_exponent_on_its_bound_is_refused_not_printed():
+    """Loss that does not fall with N (the demo's tiny models at fixed compute) must not become alpha = 0."""
+    from analysis.fit import FitRefused, fit_power_law
+
+    rng = np.random.default_rng(3)
+    N = np.repeat([2e5, 3e5, 4.5e5, 7e5], 3)
+    L = 80 + 0.5 * np.log(N / 2e5) + rng.normal(0, 0.3, len(N))  # slightly rising with N
+    with pytest.raises(FitRefused, match="search bound|does not fall with N"):
+        fit_power_law(N, L, n_boot=0, x_name="N")
+
+
+def test_budgets_run_as_whole_steps_are_one_level():
+    """1e11 FLOPs run as 99.8 GFLOPs is the same budget: two budgets are not three distinct x values."""
+    from analysis.fit import FitRefused, distinct_levels, fit_power_law
+
+    C = np.array([1e11, 0.998e11, 1.001e11, 3e11, 2.99e11, 3.004e11])
+    assert len(distinct_levels(C)) == 2
+    with pytest.raises(FitRefused, match="only 2 distinct values of 'C'"):
+        fit_power_law(C, 100 * C**-0.1, n_boot=0, x_name="C")
