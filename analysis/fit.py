@@ -712,6 +712,7 @@ def fit_saturating(
         return {"M": float(t[0]), "A": float(np.exp(t[1])), "alpha": float(t[2])}
 
     params = params_of(th)
+    refuse_at_bounds(name, params, {"alpha": (1e-4, 5.0)})
     samples: dict[str, np.ndarray] = {}
     if n_boot > 0:
         rng = np.random.default_rng(seed)

@@ -40,7 +40,9 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -260,11 +262,51 @@ def _meta_wavlm(cfg: TrialConfig):
     return feats
 
 
-def step_flops(cfg: TrialConfig, shape: StepShape) -> int:
-    """FLOPs of one ``train_step`` at ``shape`` (see the module docstring for what is counted)."""
+def _source_digest() -> str:
+    """Hash of the code whose FLOPs are counted: a disk-cached count is only reused for the same code."""
+    h = hashlib.sha1()
+    root = Path(__file__).resolve().parent
+    for name in sorted(p.name for p in root.glob("*.py")):
+        h.update(name.encode() + (root / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _disk_lookup(disk_cache: str | Path | None, key: str) -> int | None:
+    if disk_cache is None:
+        return None
+    f = Path(disk_cache) / "flops" / f"{key}.json"
+    try:
+        return int(json.loads(f.read_text())["flops"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _disk_store(disk_cache: str | Path | None, key: str, flops: int) -> None:
+    if disk_cache is None:
+        return
+    d = Path(disk_cache) / "flops"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".{key}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"flops": flops}))
+        os.replace(tmp, d / f"{key}.json")  # atomic: concurrent trials never read half a file
+    except OSError:
+        pass  # the cache is an optimisation; counting again is always correct
+
+
+def step_flops(cfg: TrialConfig, shape: StepShape, *, disk_cache: str | Path | None = None) -> int:
+    """FLOPs of one ``train_step`` at ``shape`` (see the module docstring for what is counted).
+
+    Cached in memory, and under ``disk_cache/flops/`` when given (keyed by config, shape and the hash of
+    this package's source), so the trials of a sweep, each in its own process, count each size once."""
     key = ("flops", config_hash(cfg), shape)
     if key in _CACHE:
         return _CACHE[key]
+    disk_key = hashlib.sha1(repr((key, _source_digest())).encode()).hexdigest()[:20]
+    cached = _disk_lookup(disk_cache, disk_key)
+    if cached is not None:
+        _CACHE[key] = cached
+        return cached
     from model.step import build_generator, build_train_state, train_step
 
     cfg = TrialConfig.from_dict(cfg.to_dict())
@@ -283,6 +325,7 @@ def step_flops(cfg: TrialConfig, shape: StepShape) -> int:
         train_step(state, batch, update=False)
     flops = int(counter.get_total_flops())
     _CACHE[key] = flops
+    _disk_store(disk_cache, disk_key, flops)
     return flops
 
 
@@ -293,12 +336,14 @@ def flops_per_step(
     *,
     utterance_s: float = DEFAULT_UTTERANCE_S,
     phones: int | None = None,
+    disk_cache: str | Path | None = None,
 ) -> int:
     """FLOPs of one training step (generator + discriminators, forward + backward) for this config.
 
     The trainer divides a FLOPs budget by this to get a step count.
     """
-    return step_flops(cfg, step_shape(cfg, batch_size, segment_size, utterance_s, phones))
+    shape = step_shape(cfg, batch_size, segment_size, utterance_s, phones)
+    return step_flops(cfg, shape, disk_cache=disk_cache)
 
 
 def model_info(

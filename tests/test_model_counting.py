@@ -137,3 +137,26 @@ def test_meta_count_equals_a_real_cpu_step_count():
     with FlopCounterMode(display=False) as counter:
         train_step(state, batch, update=False)
     assert counter.get_total_flops() == step_flops(cfg, shape)
+
+
+def test_flops_disk_cache_is_shared_across_processes(tmp_path, monkeypatch):
+    """Each Ray trial is a new process: the count is read from the shared cache instead of recounted."""
+    import model.step
+    from model import counting
+    from model.config import tiny_config
+
+    cfg = tiny_config()
+    counting.clear_cache()  # other tests may have counted this config in memory already
+    first = counting.flops_per_step(cfg, disk_cache=tmp_path)
+    assert list((tmp_path / "flops").glob("*.json"))
+    counting.clear_cache()  # as in a fresh process
+
+    def boom(*a, **k):
+        raise AssertionError("counted again instead of reading the disk cache")
+
+    monkeypatch.setattr(model.step, "train_step", boom)
+    assert counting.flops_per_step(cfg, disk_cache=tmp_path) == first
+    counting.clear_cache()
+    cfg.model.hidden_channels = cfg.model.inter_channels = 48  # another shape is counted, not reused
+    with pytest.raises(AssertionError, match="counted again"):
+        counting.flops_per_step(cfg, disk_cache=tmp_path)

@@ -188,7 +188,7 @@ def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
     seed_everything(t.seed)
     state = build_state(cfg, device)  # build_train_state + train.freeze
     with torch.random.fork_rng(devices=[]):  # counting builds nets on meta: keep the seeded stream intact
-        fps = flops_per_step(cfg, utterance_s=data.mean_utterance_s)
+        fps = flops_per_step(cfg, utterance_s=data.mean_utterance_s, disk_cache=cfg.data.cache_dir)
     budget = plan_budget(cfg, fps, data.batches_per_epoch())
     static = _static_metrics(cfg, budget, data)
     sink.log_params(system_params(device))
