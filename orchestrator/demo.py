@@ -32,10 +32,11 @@ def _cli() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "orchestrator.cli"]
 
 
-def _run_cli(args: list[str], *, check: bool = False) -> int:
-    """Run one ``vits-scaling`` command as a user would, echoing it first."""
+def _run_cli(args: list[str], *, tracking_uri: str, check: bool = False) -> int:
+    """Run one ``vits-scaling`` command as a user would, echoing it first (on the sweep's MLflow store)."""
     console.print(f"\n[bold cyan]$ vits-scaling {' '.join(args)}[/]")
-    rc = subprocess.call(_cli() + args)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}  # the child's, not this process's
+    rc = subprocess.call(_cli() + args, env=env)
     if rc and check:
         raise SystemExit(f"demo: `vits-scaling {' '.join(args)}` failed with exit code {rc}")
     if rc:
@@ -56,7 +57,6 @@ def run_demo(
     if tracking_uri:
         spec.tracking_uri = tracking_uri
     uri = spec.tracking_uri or default_tracking_uri()
-    os.environ["MLFLOW_TRACKING_URI"] = uri  # the follow-up commands read the same store
     console.print(Panel.fit(f"vits-scaling demo: sweep [b]{spec.name}[/] from {spec_path}\nMLflow: {uri}"))
 
     console.rule("1. corpus and features (built once, shared by every trial)")
@@ -83,12 +83,16 @@ def run_demo(
 
     console.rule("3. what the sweep says")
     name = result.name
-    _run_cli(["best", name, "--metric", "val_nelbo", "--mode", "min", "--top", "5"])
-    _run_cli(["best", name, "--metric", "dnsmos_ovrl", "--mode", "max", "--top", "3"])
     report_dir = Path("runs/reports") / name
-    _run_cli(["report", name, "--out", str(report_dir), "--holdout-top", "3"], check=True)
-    _run_cli(["allocate", "--sweep", name, "--budget", f"{budget:g}"])
-    _run_cli(["backtest", name, "--metric", "val_nelbo", "--holdout-top", "3"])
+    for args, check in (
+        (["best", name, "--metric", "val_nelbo", "--mode", "min", "--top", "5"], False),
+        (["best", name, "--metric", "dnsmos_ovrl", "--mode", "max", "--top", "3"], False),
+        (["report", name, "--out", str(report_dir), "--holdout-top", "3"], True),
+        (["allocate", "--sweep", name, "--budget", f"{budget:g}"], False),
+        (["backtest", name, "--metric", "val_nelbo", "--holdout-top", "3"], False),
+        (["backtest", name, "--metric", "dnsmos_ovrl", "--holdout-top", "3"], False),
+    ):
+        _run_cli(args, tracking_uri=uri, check=check)
 
     console.rule("done")
     ui = "vits-scaling ui" + ("" if uri == default_tracking_uri() else f" --tracking-uri {uri}")
