@@ -299,20 +299,21 @@ def a3_grid_values(thetas, logN, logD, logL, delta=1e-3, w=None) -> np.ndarray:
     return (h * w[None]).sum(1) if w is not None else h.sum(1)
 
 
-def _a3_refine(starts, logN, logD, logL, delta, w=None, options=None):
+def lbfgs_best(objective, starts, bounds, options=None):
+    """L-BFGS-B (``objective`` returns value and gradient) from every start; the best finite optimum as
+    ``(value, theta)``, or ``(inf, None)`` when every start failed."""
     best = (np.inf, None)
     for x0 in starts:
         res = minimize(
-            lambda th: a3_objective(th, logN, logD, logL, delta, w)[:2],
-            x0,
-            jac=True,
-            method="L-BFGS-B",
-            bounds=A3_BOUNDS,
-            options=options or LBFGS_OPTIONS,
+            objective, x0, jac=True, method="L-BFGS-B", bounds=bounds, options=options or LBFGS_OPTIONS
         )
         if np.isfinite(res.fun) and res.fun < best[0]:
             best = (float(res.fun), res.x)
     return best
+
+
+def _a3_refine(starts, logN, logD, logL, delta, w=None, options=None):
+    return lbfgs_best(lambda th: a3_objective(th, logN, logD, logL, delta, w)[:2], starts, A3_BOUNDS, options)
 
 
 def _a3_solve(logN, logD, logL, delta, w=None, *, grid=A3_GRID, n_refine=16, extra_starts=(), options=None):
@@ -452,20 +453,8 @@ def _dc_objective(th6, logN, D, U, logL, delta, w=None):
 
 
 def _dc_solve(logN, D, U, logL, delta, starts, w=None):
-    best = (np.inf, None)
     bounds = A3_BOUNDS + [(np.log(0.05), np.log(1e4))]
-    for x0 in starts:
-        res = minimize(
-            lambda th: _dc_objective(th, logN, D, U, logL, delta, w),
-            x0,
-            jac=True,
-            method="L-BFGS-B",
-            bounds=bounds,
-            options=LBFGS_OPTIONS,
-        )
-        if np.isfinite(res.fun) and res.fun < best[0]:
-            best = (float(res.fun), res.x)
-    return best
+    return lbfgs_best(lambda th: _dc_objective(th, logN, D, U, logL, delta, w), starts, bounds)
 
 
 @single_threaded

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
 
 from analysis import laws
 from analysis.fit import (
     A3_BOUNDS,
-    LBFGS_OPTIONS,
     FitRefused,
     FitResult,
     _a3_params,
@@ -35,6 +33,7 @@ from analysis.fit import (
     a3_objective,
     check_inputs,
     fit_approach3,
+    lbfgs_best,
     percentile_ci,
     single_threaded,
 )
@@ -51,20 +50,8 @@ def _eff_objective(th, logN, logD, logL, G, delta, w=None):
 
 
 def _eff_solve(starts, logN, logD, logL, G, delta, w=None):
-    best = (np.inf, None)
     bounds = A3_BOUNDS + [(-10.0, 10.0)] * G.shape[1]
-    for x0 in starts:
-        res = minimize(
-            lambda th: _eff_objective(th, logN, logD, logL, G, delta, w),
-            x0,
-            jac=True,
-            method="L-BFGS-B",
-            bounds=bounds,
-            options=LBFGS_OPTIONS,
-        )
-        if np.isfinite(res.fun) and res.fun < best[0]:
-            best = (float(res.fun), res.x)
-    return best
+    return lbfgs_best(lambda th: _eff_objective(th, logN, logD, logL, G, delta, w), starts, bounds)
 
 
 @single_threaded
