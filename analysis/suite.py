@@ -52,6 +52,32 @@ def data_level_column(table: pd.DataFrame) -> str:
     return "D"
 
 
+QUALITY_COLS = ("axis.data.min_quality", "axis.min_quality", "data.min_quality", "min_quality")  # axis first
+
+
+def quality_levels(col: pd.Series) -> pd.Series:
+    """Quality filter per trial as strings; no filter (null / NaN / "None" / "") is the level "none"."""
+
+    def one(v):
+        if (
+            v is None
+            or (isinstance(v, float) and np.isnan(v))
+            or str(v).strip() in ("", "None", "nan", "null")
+        ):
+            return "none"
+        return str(v)
+
+    return col.map(one).astype(object)
+
+
+def quality_level_column(table: pd.DataFrame) -> str | None:
+    """The column holding the quality filter (``data.min_quality``) when it takes 2+ levels, else None."""
+    for c in QUALITY_COLS:
+        if c in table.columns and quality_levels(table[c]).nunique() > 1:
+            return c
+    return None
+
+
 def size_level_column(table: pd.DataFrame) -> str:
     for c in ("axis.model_size", "axis.hidden_channels", "model.hidden_channels"):
         if c in table.columns and table[c].notna().all() and table.groupby(c)["N"].nunique().max() == 1:
@@ -182,11 +208,11 @@ def run_suite(
                 labels=labels,
             ),
         )
-    qcol = next((c for c in ("axis.min_quality", "min_quality", "data.min_quality") if c in t.columns), None)
-    if qcol is not None and t[qcol].astype(str).nunique() > 1:
+    qcol = quality_level_column(t)
+    if qcol is not None:
         from analysis.transfer import fit_efficiency
 
-        lev = t[qcol].astype(str).replace({"nan": "none", "None": "none", "": "none"})
+        lev = quality_levels(t[qcol])
         ref = "none" if (lev == "none").any() else None
         attempt(
             "efficiency",

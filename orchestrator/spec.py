@@ -724,6 +724,17 @@ def _builtin_reason(cfg: TrialConfig, hours_cache: dict, notes: list[str]) -> st
             hours_cache[key] = available_hours(cfg.data, notes)
         avail = hours_cache[key]
         if avail is not None and hours > avail * (1 + 1e-6):
+            d = cfg.data
+            if d.min_quality is not None or d.sources is not None:  # name the level whose pool is short
+                level = ", ".join(
+                    x
+                    for x in (
+                        f"min_quality {d.min_quality!r}" if d.min_quality is not None else "",
+                        f"sources {d.sources}" if d.sources is not None else "",
+                    )
+                    if x
+                )
+                return f"data_hours {hours:g} is more than the pool of {level} holds ({avail:.3g} h in {d.corpus})"
             return f"data_hours {hours:g} is more than the corpus holds ({avail:.3g} h in {cfg.data.corpus})"
     return None
 
