@@ -110,6 +110,8 @@ def allocate(
         out.update({"gpu": gpu, "gpu_hours": gpu_hours, "flops_per_s": tp, "throughput_source": src})
     if not (budget > 0):
         raise FitRefused("allocate", f"budget must be positive, got {budget}")
+    if base_config is None and table is not None:
+        base_config = base_model_from_table(table)
     k, k_src = flops_per_param_unit(table)
     p = fit.params
     for name, other in (("alpha", "N"), ("beta", "D")):
@@ -146,8 +148,32 @@ def allocate(
 
 EXPONENT_FLOOR = 1e-3  # an exponent at (or near) its lower bound 0 means the law has no such term
 
-WIDTHS = (64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536)
-DEPTHS = tuple(range(2, 25))
+WIDTHS = (
+    8,
+    12,
+    16,
+    24,
+    32,
+    48,
+    64,
+    96,
+    128,
+    160,
+    192,
+    224,
+    256,
+    320,
+    384,
+    448,
+    512,
+    640,
+    768,
+    896,
+    1024,
+    1280,
+    1536,
+)
+DEPTHS = tuple(range(1, 25))
 
 
 def estimate_generator_params(m, d=None) -> int:
@@ -230,36 +256,91 @@ def _variant(base, width: int, depth: int):
         n_heads=heads,
         n_layers=depth,
         n_layers_trans_flow=depth,
-        upsample_initial_channel=max(64, int(round(base.upsample_initial_channel * scale / 32)) * 32),
+        upsample_initial_channel=max(16, int(round(base.upsample_initial_channel * scale / 16)) * 16),
     )
 
 
-def nearest_config(N_target: float, base=None, *, n_exact: int = 3, exact: bool = True) -> dict[str, Any]:
+def base_model_from_table(table: pd.DataFrame):
+    """The sweep's own model and feature config (from the ``model.*`` / ``data.*`` params of its first trial),
+    so the nearest config of an allocation varies the architecture the sweep trained; None without them."""
+    from model.config import DataConfig, ModelConfig, TrialConfig
+
+    if table is None or table.empty:
+        return None
+    sections = {}
+    for section, cls in (("model", ModelConfig), ("data", DataConfig)):
+        sections[section] = _section_from_row(table.iloc[0], section, cls)
+        if sections[section] is None:
+            return None
+    return TrialConfig(model=sections["model"], data=sections["data"])
+
+
+def _section_from_row(row, section: str, cls):
+    import yaml
+
+    from model.config import ConfigError, _build
+
+    cols = [c for c in row.index if c.startswith(section + ".") and c.count(".") == 1]
+    if not cols:
+        return None
+    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    raw = {}
+    for c in cols:
+        v = row[c]
+        if v == "None":  # str(None), as MLflow stores an unset optional value
+            continue
+        if isinstance(v, str):
+            try:
+                v = yaml.safe_load(v)
+            except yaml.YAMLError:
+                pass
+        if isinstance(v, np.generic):
+            v = v.item()
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            continue
+        key = c[len(section) + 1 :]
+        if types.get(key, "").startswith("str") and not isinstance(v, str):
+            v = str(v)  # e.g. resblock "2", read back from the table as a number
+        raw[key] = v
+    try:
+        return _build(cls, raw, strict=False, where="table")
+    except (ConfigError, TypeError, ValueError):
+        return None
+
+
+def nearest_config(N_target: float, base=None, *, n_exact: int = 6, exact: bool = True) -> dict[str, Any]:
     """The (width, depth, heads) variant of ``base`` (default: the public JP-Extra ``ModelConfig``) whose
     generator parameter count is nearest N_target in log scale, with a small preference for the base's
     depth/width aspect. Ranked by the analytic estimate; the best ``n_exact`` are then counted exactly
     with ``model.counting`` when it is importable (``counted_by`` says which was used)."""
-    from model.config import ModelConfig
+    from model.config import DataConfig, ModelConfig, TrialConfig
 
-    base = base or ModelConfig()
+    data = base.data if isinstance(base, TrialConfig) else DataConfig()
+    base = base.model if isinstance(base, TrialConfig) else (base or ModelConfig())
     aspect0 = base.n_layers / base.hidden_channels
+    counter = _exact_counter() if exact else None
+    calib = 1.0  # the analytic estimate, scaled to the exact count at the base (it ignores some block types)
+    if counter is not None:
+        try:
+            calib = counter(TrialConfig(model=base, data=data))["generator"]["total"] / max(
+                1, estimate_generator_params(base, data)
+            )
+        except Exception:  # noqa: BLE001 - the exact count is an optional refinement
+            calib = 1.0
     cands = []
     for w in WIDTHS:
         for dpt in DEPTHS:
             v = _variant(base, w, dpt)
-            n = estimate_generator_params(v)
+            n = calib * estimate_generator_params(v, data)
             score = abs(math.log(n / N_target)) + 0.02 * abs(math.log((dpt / w) / aspect0))
             cands.append((score, n, v))
     cands.sort(key=lambda t: t[0])
-    counter = _exact_counter() if exact else None
     counted_by = "analytic estimate (estimate_generator_params; within 2% of model.counting at 1.5e7..1.8e9)"
     if counter is not None:
-        from model.config import TrialConfig
-
         counted = []
         try:
             for _, _, v in cands[:n_exact]:
-                n = counter(TrialConfig(model=v))["generator"]["total"]
+                n = counter(TrialConfig(model=v, data=data))["generator"]["total"]
                 err = abs(math.log(n / N_target)) + 0.02 * abs(
                     math.log((v.n_layers / v.hidden_channels) / aspect0)
                 )

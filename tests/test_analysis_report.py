@@ -222,3 +222,22 @@ def test_allocate_refuses_when_loss_does_not_fall_with_N():
     flat = dataclasses.replace(f, params={**f.params, "alpha": 0.0}, samples={})
     with pytest.raises(FitRefused, match="alpha = 0.*does not fall with N"):
         allocate(flat, budget=1e16, table=t, exact_count=False)
+
+
+def test_nearest_config_varies_the_sweeps_own_architecture():
+    """The allocation's nearest config is a variant of what the sweep trained (read back from its params,
+    which MLflow stores as strings), not of the public full-size model."""
+    import pandas as pd
+
+    from analysis.allocate import base_model_from_table, nearest_config
+    from model.config import flatten, tiny_config
+    from model.counting import parameter_counts
+
+    cfg = tiny_config()
+    row = {k: str(v) for k, v in flatten(cfg.to_dict()).items() if k.startswith(("model.", "data."))}
+    base = base_model_from_table(pd.DataFrame([row]))
+    assert base.model == cfg.model and base.data.hop_length == cfg.data.hop_length
+    target = parameter_counts(cfg)["generator"]["total"]
+    out = nearest_config(target, base)
+    assert out["counted_by"] == "model.counting.parameter_counts"
+    assert abs(np.log(out["N"] / target)) < 0.5, out
