@@ -73,6 +73,7 @@ def write_report(
     curves: pd.DataFrame | None = None,
     n_boot: int = 200,
     holdout_top: int | None = None,
+    holdout_above: float | None = None,
     seed: int = 0,
     title: str | None = None,
     exact_count: bool = True,
@@ -176,7 +177,7 @@ def write_report(
     # backtest
     bt = None
     try:
-        bt = backtest(t, metric, holdout_top=holdout_top, n_boot=n_boot, seed=seed)
+        bt = backtest(t, metric, holdout_top=holdout_top, holdout_above=holdout_above, n_boot=n_boot, seed=seed)
         plot("backtest", lambda: plots.backtest_plot(bt, t, out))
     except FitRefused as e:
         refused["backtest"] = e.reason

@@ -25,6 +25,7 @@ console = Console()
 
 DEFAULT_SPEC = Path("sweeps/demo.yaml")
 ALLOCATE_BUDGET = 1e13  # FLOPs: ~30x the demo's largest trial, to show an extrapolated allocation
+HOLDOUT_ABOVE = 2e11  # backtest: fit on the two smaller budgets, predict every trial of the largest
 
 
 def _cli() -> list[str]:
@@ -45,7 +46,11 @@ def _run_cli(args: list[str], *, tracking_uri: str, check: bool = False) -> int:
 
 
 def run_demo(
-    spec_path: Path = DEFAULT_SPEC, *, budget: float = ALLOCATE_BUDGET, tracking_uri: str | None = None
+    spec_path: Path = DEFAULT_SPEC,
+    *,
+    budget: float = ALLOCATE_BUDGET,
+    tracking_uri: str | None = None,
+    holdout_above: float = HOLDOUT_ABOVE,
 ):
     from model.data import prepare_data
     from orchestrator.spec import base_config, load_spec
@@ -87,10 +92,10 @@ def run_demo(
     for args, check in (
         (["best", name, "--metric", "val_nelbo", "--mode", "min", "--top", "5"], False),
         (["best", name, "--metric", "dnsmos_ovrl", "--mode", "max", "--top", "3"], False),
-        (["report", name, "--out", str(report_dir), "--holdout-top", "3"], True),
+        (["report", name, "--out", str(report_dir), "--holdout-above", f"{holdout_above:g}"], True),
         (["allocate", "--sweep", name, "--budget", f"{budget:g}"], False),
-        (["backtest", name, "--metric", "val_nelbo", "--holdout-top", "3"], False),
-        (["backtest", name, "--metric", "dnsmos_ovrl", "--holdout-top", "3"], False),
+        (["backtest", name, "--metric", "val_nelbo", "--holdout-above", f"{holdout_above:g}"], False),
+        (["backtest", name, "--metric", "dnsmos_ovrl", "--holdout-above", f"{holdout_above:g}"], False),
     ):
         _run_cli(args, tracking_uri=uri, check=check)
 

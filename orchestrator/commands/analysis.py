@@ -113,6 +113,9 @@ def register(app: typer.Typer) -> None:
         holdout_top: int = typer.Option(
             None, "--holdout-top", help="backtest: hold out the K largest-compute trials"
         ),
+        holdout_above: float = typer.Option(
+            None, "--holdout-above", help="backtest: hold out the trials with C above this"
+        ),
         tracking_uri: str = typer.Option(None, "--tracking-uri"),
     ) -> None:
         """Write the HTML scaling report (and log it to the sweep's MLflow parent run)."""
@@ -130,6 +133,7 @@ def register(app: typer.Typer) -> None:
                 curves=curves,
                 n_boot=n_boot,
                 holdout_top=holdout_top,
+                holdout_above=holdout_above,
                 title=f"Scaling report: {source}",
             )
             parent = table.attrs.get("parent_run_id")
