@@ -1038,8 +1038,8 @@ def fit_approach1(curves, *, n_grid=40, n_boot=200, level=0.95, seed=0, name="ap
         if single:
             ds = [np.exp(p[4][0]) for p in sel]
             env = [e for e in env if min(ds) < e[2] < max(ds)]
-        if len(env) < 3 or len({e[1] for e in env}) < 2:
-            return None
+        if len(env) < 3 or len(distinct_levels([e[1] for e in env])) < 3:
+            return None  # a power law N_opt(C) through fewer than 3 sizes is not identified
         C, Nn, Dd, Lm = (np.array([e[i] for e in env]) for i in range(4))
         return C, Nn, Dd, Lm
 
@@ -1053,7 +1053,7 @@ def fit_approach1(curves, *, n_grid=40, n_boot=200, level=0.95, seed=0, name="ap
                 if single
                 else ""
             )
-            + ", or a single model size is on it",
+            + ", or fewer than 3 model sizes are on it",
         )
     C, Nn, Dd, Lm = full
     samples: dict[str, np.ndarray] = {}
