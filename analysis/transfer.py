@@ -35,6 +35,7 @@ from analysis.fit import (
     fit_approach3,
     lbfgs_best,
     percentile_ci,
+    refuse_at_bounds,
     single_threaded,
 )
 
@@ -106,6 +107,7 @@ def fit_efficiency(
         return p
 
     params = params_of(th)
+    refuse_at_bounds(name, params, {"alpha": A3_BOUNDS[3], "beta": A3_BOUNDS[4]})
     samples: dict[str, np.ndarray] = {}
     if n_boot > 0:
         rng = np.random.default_rng(seed)
