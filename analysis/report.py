@@ -177,7 +177,9 @@ def write_report(
     # backtest
     bt = None
     try:
-        bt = backtest(t, metric, holdout_top=holdout_top, holdout_above=holdout_above, n_boot=n_boot, seed=seed)
+        bt = backtest(
+            t, metric, holdout_top=holdout_top, holdout_above=holdout_above, n_boot=n_boot, seed=seed
+        )
         plot("backtest", lambda: plots.backtest_plot(bt, t, out))
     except FitRefused as e:
         refused["backtest"] = e.reason

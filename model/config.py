@@ -170,7 +170,9 @@ class TrainConfig:
     # --- starting from another trial's weights (model/train/init.py) ---
     init_from: str | None = None  # checkpoint file, trial dir / checkpoints dir, or "sweep:<name>/<trial_id>"
     init_speakers: str = "resize"  # resize | reinit | keep: emb_g when loading init_from
-    freeze: list[str] = field(default_factory=list)  # generator parts kept fixed: enc_p, flow, dec, emb_g, dotted
+    freeze: list[str] = field(
+        default_factory=list
+    )  # generator parts kept fixed: enc_p, flow, dec, emb_g, dotted
 
 
 @dataclass
