@@ -559,6 +559,20 @@ def _pl_solve(lx, ly, starts, w=None, fast=False):
 PL_ALPHA_BOUNDS = (0.0, 5.0)
 
 
+def _bootstrap_refit(lx, n_boot: int, seed: int, refit) -> dict[str, np.ndarray]:
+    """Bootstrap draws of a single-variable fit: ``refit(weights) -> params`` on resampled points (as
+    multiplicity weights), skipping resamples with fewer than 3 distinct x. ``{}`` when ``n_boot`` is 0."""
+    if n_boot <= 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    ps = []
+    for _ in range(n_boot):
+        w = _weights(rng, len(lx))
+        if len(np.unique(lx[w > 0])) >= 3:
+            ps.append(refit(w))
+    return {k: np.array([p[k] for p in ps]) for k in (ps[0] if ps else {})}
+
+
 @single_threaded
 def fit_power_law(
     x, y, *, n_boot=200, level=0.95, seed=0, labels=None, name="power_law", x_name="x"
@@ -585,17 +599,9 @@ def fit_power_law(
     params = params_of(th)
     refuse_at_bounds(name, params, {"alpha": PL_ALPHA_BOUNDS})
     refuse_flat_term(name, x_name, arr[x_name], params["A"], params["alpha"], arr["L"])
-    samples: dict[str, np.ndarray] = {}
-    if n_boot > 0:
-        rng = np.random.default_rng(seed)
-        ps = []
-        for _ in range(n_boot):
-            w = _weights(rng, len(lx))
-            if len(np.unique(lx[w > 0])) < 3:
-                continue
-            _, tb = _pl_solve(lx, ly, [th], w, fast=True)
-            ps.append(params_of(tb))
-        samples = {k: np.array([p[k] for p in ps]) for k in params}
+    samples = _bootstrap_refit(
+        lx, n_boot, seed, lambda w: params_of(_pl_solve(lx, ly, [th], w, fast=True)[1])
+    )
     r = _pl_residual(th, lx, ly)[0]
     return FitResult(
         name=name,
@@ -702,17 +708,9 @@ def fit_saturating(
 
     params = params_of(th)
     refuse_at_bounds(name, params, {"alpha": (1e-4, 5.0)})
-    samples: dict[str, np.ndarray] = {}
-    if n_boot > 0:
-        rng = np.random.default_rng(seed)
-        ps = []
-        for _ in range(n_boot):
-            w = _weights(rng, len(yy))
-            if len(np.unique(lxr[w > 0])) < 3:
-                continue
-            _, tb = _sat_solve(lxr, yy, [th], ceiling, w)
-            ps.append(params_of(tb))
-        samples = {k: np.array([p[k] for p in ps]) for k in params}
+    samples = _bootstrap_refit(
+        lxr, n_boot, seed, lambda w: params_of(_sat_solve(lxr, yy, [th], ceiling, w)[1])
+    )
     r = _sat_residual(th, lxr, yy)[0]
     return FitResult(
         name=name,
