@@ -489,16 +489,12 @@ def fit_data_constrained(
 
     params = params_of(th)
     refuse_at_bounds(name, params, {"alpha": A3_BOUNDS[3], "beta": A3_BOUNDS[4]})
-    samples: dict[str, np.ndarray] = {}
-    if n_boot > 0:
-        rng = np.random.default_rng(seed)
-        ps = []
-        for _ in range(n_boot):
-            w = _weights(rng, len(logL))
-            _, tb = _dc_solve(logN, x["D"], x["U"], logL, delta, [th], w)
-            if tb is not None:
-                ps.append(params_of(tb))
-        samples = {k: np.array([p[k] for p in ps]) for k in params}
+
+    def refit(w):
+        tb = _dc_solve(logN, x["D"], x["U"], logL, delta, [th], w)[1]
+        return None if tb is None else params_of(tb)
+
+    samples = bootstrap_refit(len(logL), n_boot, seed, refit)
     pred = PREDICTORS["data_constrained"](params, {}, x["N"], x["D"], x["U"])
     return FitResult(
         name=name,
@@ -559,17 +555,21 @@ def _pl_solve(lx, ly, starts, w=None, fast=False):
 PL_ALPHA_BOUNDS = (0.0, 5.0)
 
 
-def _bootstrap_refit(lx, n_boot: int, seed: int, refit) -> dict[str, np.ndarray]:
-    """Bootstrap draws of a single-variable fit: ``refit(weights) -> params`` on resampled points (as
-    multiplicity weights), skipping resamples with fewer than 3 distinct x. ``{}`` when ``n_boot`` is 0."""
+def bootstrap_refit(n: int, n_boot: int, seed: int, refit, *, x=None) -> dict[str, np.ndarray]:
+    """Bootstrap draws: ``refit(weights) -> params or None`` on ``n`` points resampled with replacement (as
+    multiplicity weights). With ``x``, resamples with fewer than 3 distinct x are skipped (single-variable
+    laws). Failed refits (None) are dropped. ``{}`` when ``n_boot`` is 0."""
     if n_boot <= 0:
         return {}
     rng = np.random.default_rng(seed)
     ps = []
     for _ in range(n_boot):
-        w = _weights(rng, len(lx))
-        if len(np.unique(lx[w > 0])) >= 3:
-            ps.append(refit(w))
+        w = _weights(rng, n)
+        if x is not None and len(np.unique(x[w > 0])) < 3:
+            continue
+        p = refit(w)
+        if p is not None:
+            ps.append(p)
     return {k: np.array([p[k] for p in ps]) for k in (ps[0] if ps else {})}
 
 
@@ -599,8 +599,8 @@ def fit_power_law(
     params = params_of(th)
     refuse_at_bounds(name, params, {"alpha": PL_ALPHA_BOUNDS})
     refuse_flat_term(name, x_name, arr[x_name], params["A"], params["alpha"], arr["L"])
-    samples = _bootstrap_refit(
-        lx, n_boot, seed, lambda w: params_of(_pl_solve(lx, ly, [th], w, fast=True)[1])
+    samples = bootstrap_refit(
+        len(lx), n_boot, seed, lambda w: params_of(_pl_solve(lx, ly, [th], w, fast=True)[1]), x=lx
     )
     r = _pl_residual(th, lx, ly)[0]
     return FitResult(
@@ -708,8 +708,8 @@ def fit_saturating(
 
     params = params_of(th)
     refuse_at_bounds(name, params, {"alpha": (1e-4, 5.0)})
-    samples = _bootstrap_refit(
-        lxr, n_boot, seed, lambda w: params_of(_sat_solve(lxr, yy, [th], ceiling, w)[1])
+    samples = bootstrap_refit(
+        len(lxr), n_boot, seed, lambda w: params_of(_sat_solve(lxr, yy, [th], ceiling, w)[1]), x=lxr
     )
     r = _sat_residual(th, lxr, yy)[0]
     return FitResult(

@@ -31,6 +31,7 @@ from analysis.fit import (
     _residual_stats,
     _weights,
     a3_objective,
+    bootstrap_refit,
     check_inputs,
     fit_approach3,
     lbfgs_best,
@@ -108,16 +109,12 @@ def fit_efficiency(
 
     params = params_of(th)
     refuse_at_bounds(name, params, {"alpha": A3_BOUNDS[3], "beta": A3_BOUNDS[4]})
-    samples: dict[str, np.ndarray] = {}
-    if n_boot > 0:
-        rng = np.random.default_rng(seed)
-        ps = []
-        for _ in range(n_boot):
-            w = _weights(rng, len(logL))
-            _, tb = _eff_solve([th], logN, logD, logL, G, delta, w)
-            if tb is not None:
-                ps.append(params_of(tb))
-        samples = {k: np.array([p[k] for p in ps]) for k in params}
+
+    def refit(w):
+        tb = _eff_solve([th], logN, logD, logL, G, delta, w)[1]
+        return None if tb is None else params_of(tb)
+
+    samples = bootstrap_refit(len(logL), n_boot, seed, refit)
     logDe = logD + G @ th[5:]
     r = (
         np.log(laws.chinchilla(x["N"], np.exp(logDe), *(params[k] for k in ("E", "A", "B", "alpha", "beta"))))
