@@ -278,7 +278,7 @@ def base_model_from_table(table: pd.DataFrame):
 def _section_from_row(row, section: str, cls):
     import yaml
 
-    from model.config import ConfigError, _build
+    from model.config import ConfigError, build_dataclass
 
     cols = [c for c in row.index if c.startswith(section + ".") and c.count(".") == 1]
     if not cols:
@@ -303,7 +303,7 @@ def _section_from_row(row, section: str, cls):
             v = str(v)  # e.g. resblock "2", read back from the table as a number
         raw[key] = v
     try:
-        return _build(cls, raw, strict=False, where="table")
+        return build_dataclass(cls, raw, strict=False, where="table")
     except (ConfigError, TypeError, ValueError):
         return None
 

@@ -19,31 +19,30 @@ and ``vits_scaling.role=sweep`` (or, from older writers, simply no trial id). A 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-TAG_SWEEP = "vits_scaling.sweep"
-TAG_TRIAL = "vits_scaling.trial_id"
-TAG_STATUS = "vits_scaling.status"
-TAG_ROLE = "vits_scaling.role"  # sweep (the parent run) | trial
-TAG_STAGE = "vits_scaling.stage"  # pretrain | finetune (sweeps with stages)
-TAG_FROM = "vits_scaling.from_trial"  # the pretrain trial a fine-tune started from, or "scratch"
+from analysis.mlflow_contract import (
+    TAG_FROM,
+    TAG_STAGE,
+    TAG_SWEEP,
+    TAG_TRIAL,
+    USABLE_STATUS,
+    active_experiment_ids,
+    is_sweep_run,
+    run_status,
+    search_runs,
+    tracking_uri,
+)
+
 PRETRAIN_COLS = ("pretrain_flops", "pretrain_hours")
-DEFAULT_URI = "sqlite:///runs/mlflow.db"
-USABLE_STATUS = ("finished",)
 
 
 class TableError(ValueError):
     """The source cannot be read into a table (missing file, unknown sweep, missing column)."""
-
-
-def tracking_uri(uri: str | None = None) -> str:
-    """--tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
 def mlflow_client(uri: str | None = None):
@@ -119,25 +118,11 @@ def curves_from_file(path: str | Path, metric: str, **cols) -> pd.DataFrame | No
 # MLflow
 
 
-def _search(client, filter_string: str) -> list:
-    from mlflow.entities import ViewType
-
-    exps = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
-    runs, token = [], None
-    while exps:
-        page = client.search_runs(exps, filter_string=filter_string, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            break
-    return runs
-
-
 def sweep_runs(sweep: str, uri: str | None = None) -> tuple[Any, list]:
     """(parent run or None, trial runs) of a sweep, one run per trial id (the latest finished one)."""
     client = mlflow_client(uri)
-    runs = _search(client, f"tags.`{TAG_SWEEP}` = '{sweep}'")
-    parents = [r for r in runs if r.data.tags.get(TAG_ROLE) == "sweep" or TAG_TRIAL not in r.data.tags]
+    runs = search_runs(client, active_experiment_ids(client), f"tags.`{TAG_SWEEP}` = '{sweep}'")
+    parents = [r for r in runs if is_sweep_run(r)]
     children: dict[str, Any] = {}
     for r in runs:
         tid = r.data.tags.get(TAG_TRIAL)
@@ -151,15 +136,11 @@ def sweep_runs(sweep: str, uri: str | None = None) -> tuple[Any, list]:
 
 
 def _rank(run):
-    return (_status(run) == "finished", run.info.start_time or 0)
+    return (run_status(run) == "finished", run.info.start_time or 0)
 
 
 def _natural(s: str):
     return (0, int(s), s) if s.isdigit() else (1, 0, s)
-
-
-def _status(run) -> str:
-    return (run.data.tags.get(TAG_STATUS) or run.info.status or "").lower()
 
 
 def _num(v: str) -> Any:
@@ -186,7 +167,7 @@ def read_mlflow(sweep: str, uri: str | None = None) -> pd.DataFrame:
             "trial": r.data.tags[TAG_TRIAL],
             "sweep": sweep,
             "run_id": r.info.run_id,
-            "status": _status(r),
+            "status": run_status(r),
         }
         for k, v in r.data.params.items():
             row[k] = _num(v)

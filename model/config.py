@@ -221,7 +221,7 @@ class TrialConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, strict: bool = True, where: str = "config") -> TrialConfig:
-        return _build(cls, d, strict=strict, where=where)
+        return build_dataclass(cls, d, strict=strict, where=where)
 
 
 SECTIONS: dict[str, type] = {
@@ -241,9 +241,13 @@ class ConfigError(ValueError):
 # building dataclasses from dicts with errors that name the field
 
 
-def _build(
+def build_dataclass(
     cls: type, d: dict[str, Any] | None, *, strict: bool, where: str, unknown: list[str] | None = None
 ):
+    """``cls`` (a config dataclass) from a mapping, coercing each field; errors name ``where.field``.
+
+    ``strict``: an unknown key is a ``ConfigError``; otherwise it is appended to ``unknown`` (if given).
+    """
     if d is None:
         return cls()
     if not isinstance(d, dict):
@@ -260,7 +264,7 @@ def _build(
             continue
         sub = SECTIONS.get(key) if cls is TrialConfig else None
         if sub is not None:
-            kwargs[key] = _build(sub, value, strict=strict, where=path, unknown=unknown)
+            kwargs[key] = build_dataclass(sub, value, strict=strict, where=path, unknown=unknown)
         else:
             kwargs[key] = _coerce(known[key], value, path)
     return cls(**kwargs)
@@ -333,7 +337,7 @@ def load_sbv2_config(path: str | Path) -> tuple[TrialConfig, list[str]]:
             setattr(
                 cfg,
                 section,
-                _build(
+                build_dataclass(
                     SECTIONS[section],
                     raw[section],
                     strict=False,

@@ -52,9 +52,9 @@ def run_demo(
     tracking_uri: str | None = None,
     holdout_above: float = HOLDOUT_ABOVE,
 ):
+    from analysis.mlflow_contract import default_tracking_uri
     from model.data import prepare_data
     from orchestrator.spec import base_config, load_spec
-    from orchestrator.tracking import default_tracking_uri
     from orchestrator.tune import submit_sweep
 
     t0 = time.time()

@@ -6,9 +6,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from analysis.mlflow_contract import (
+    ROLE_TRIAL,
+    TAG_ERROR,
+    TAG_ROLE,
+    TAG_STATUS,
+    TAG_SWEEP,
+    TAG_TRIAL,
+    default_tracking_uri,
+)
 from orchestrator import state as st
 from orchestrator.expr import Expr, ExprError
-from orchestrator.tracking import TAG_ERROR, TAG_ROLE, TAG_STATUS, TAG_SWEEP, TAG_TRIAL, Tracker
+from orchestrator.tracking import Tracker
 
 STATUS_METRICS = ("loss_g_total", "loss_mel", "val_mel_l1", "dnsmos_ovrl")
 
@@ -31,7 +40,6 @@ def locate(
     except st.SweepNotFound:
         if tracking_uri is None and experiment is None and storage is not None:
             raise
-        from orchestrator.tracking import default_tracking_uri
 
         return tracking_uri or default_tracking_uri(), experiment or "vits-scaling", None
 
@@ -50,7 +58,7 @@ def trial_rows(
     eid = tracker.experiment_id(exp, create=False)
     if eid is None:
         raise FileNotFoundError(f"no MLflow experiment {exp!r} in {uri}")
-    runs = tracker.search(eid, {TAG_SWEEP: name, TAG_ROLE: "trial"})
+    runs = tracker.search(eid, {TAG_SWEEP: name, TAG_ROLE: ROLE_TRIAL})
     rows = []
     for r in runs:
         tags, params, metrics = r.data.tags, r.data.params, dict(r.data.metrics)

@@ -629,7 +629,7 @@ def _env(cfg: TrialConfig, point: dict[str, Any], seed: int) -> dict[str, Any]:
 
 def resolve(spec: SweepSpec | str | Path, *, count: bool = True) -> Plan:
     """Every trial of the sweep (resolved config, id, sizes, steps, estimate) and every skipped point."""
-    from orchestrator.tracking import default_tracking_uri
+    from analysis.mlflow_contract import default_tracking_uri
 
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.mlflow_contract import TAG_FROM, TAG_STAGE
 from model.config import TrialConfig, merge
 from orchestrator.spec import (
     BaseSettings,
@@ -48,8 +49,6 @@ from orchestrator.spec import (
 )
 
 STAGES = ("pretrain", "finetune")
-TAG_STAGE = "vits_scaling.stage"
-TAG_FROM = "vits_scaling.from_trial"
 MODEL_AXES = ("width", "filter_ratio", "filter_channels", "n_layers", "n_heads")
 SCRATCH = "scratch"
 
@@ -281,7 +280,7 @@ def _tag(cfg: TrialConfig, stage: str, parent: str | None = None) -> None:
 
 def resolve_stages(spec: SweepSpec, *, count: bool = True) -> Plan:
     """Pretrain trials, then fine-tune trials (each fine-tune point x each parent, + scratch controls)."""
-    from orchestrator.tracking import default_tracking_uri
+    from analysis.mlflow_contract import default_tracking_uri
 
     plan = Plan(
         spec=spec,

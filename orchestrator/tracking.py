@@ -25,24 +25,31 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from analysis.mlflow_contract import (  # the one home of the layout this module writes
+    ROLE_SWEEP,
+    ROLE_TRIAL,
+    TAG_ERROR,
+    TAG_PARAM_CONFLICTS,
+    TAG_PARENT,
+    TAG_ROLE,
+    TAG_STATUS,
+    TAG_SWEEP,
+    TAG_TRIAL,
+    TERMINAL,
+    default_tracking_uri,
+    search_runs,
+    sqlite_path,
+    tag_filter,
+)
+
 log = logging.getLogger(__name__)
 
-TAG_SWEEP = "vits_scaling.sweep"
-TAG_TRIAL = "vits_scaling.trial_id"
-TAG_STATUS = "vits_scaling.status"  # pending|running|finished|failed|diverged|cancelled
-TAG_ROLE = "vits_scaling.role"  # sweep | trial
-TAG_ERROR = "vits_scaling.error"
-TAG_PARAM_CONFLICTS = "vits_scaling.param_conflicts"
-TAG_PARENT = "mlflow.parentRunId"
-TAG_RUN_NAME = "mlflow.runName"
 
 # MLflow's own limits (mlflow.utils.validation); kept here so we never send a batch it rejects.
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAM_VAL_LENGTH = 6000
 MAX_TAG_VAL_LENGTH = 8000
-
-TERMINAL = {"finished": "FINISHED", "diverged": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
 
 
 class TrackingUnavailable(RuntimeError):
@@ -53,23 +60,9 @@ class TrackingError(RuntimeError):
     """The tracking store answered, but refused (e.g. the sweep's experiment was deleted)."""
 
 
-def default_tracking_uri(root: str | Path = "runs") -> str:
-    """``$MLFLOW_TRACKING_URI``, else a SQLite file ``<abs root>/mlflow.db``."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    return f"sqlite:///{(Path(root).resolve() / 'mlflow.db')}"
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///") :])
-    return None
-
-
 def local_artifact_root(uri: str) -> str | None:
     """For a SQLite store, artifacts live next to the database (not in ``./mlruns`` of whatever cwd)."""
-    db = _sqlite_path(uri)
+    db = sqlite_path(uri)
     if db is not None:
         return (db.parent / "mlartifacts").resolve().as_uri()
     if uri.startswith("file:") or "://" not in uri:
@@ -116,7 +109,7 @@ class Tracker:
     def __init__(self, uri: str | None = None, *, retry_s: float = 30.0):
         self.uri = uri or default_tracking_uri()
         self.retry_s = retry_s
-        db = _sqlite_path(self.uri)
+        db = sqlite_path(self.uri)
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
         _quick_http_failures()
@@ -176,19 +169,13 @@ class Tracker:
 
     def search(self, experiment_id: str, tags: dict[str, str], *, order_by=None) -> list:
         """All active runs of ``experiment_id`` whose tags equal ``tags`` (paged)."""
-        flt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-        out, token = [], None
-        while True:
-            page = self.call(
-                lambda t=token: self.client.search_runs(
-                    [experiment_id], filter_string=flt, max_results=1000, order_by=order_by, page_token=t
-                ),
-                what="search runs",
-            )
-            out.extend(page)
-            token = page.token
-            if not token:
-                return out
+        return search_runs(
+            self.client,
+            [experiment_id],
+            tag_filter(tags),
+            order_by=order_by,
+            call=lambda fn: self.call(fn, what="search runs"),
+        )
 
     def sweep_run(
         self, experiment: str, sweep: str, *, create: bool = True, tags: dict[str, str] | None = None
@@ -198,13 +185,13 @@ class Tracker:
         if eid is None:
             return None
         found = self.search(
-            eid, {TAG_SWEEP: sweep, TAG_ROLE: "sweep"}, order_by=["attributes.start_time ASC"]
+            eid, {TAG_SWEEP: sweep, TAG_ROLE: ROLE_SWEEP}, order_by=["attributes.start_time ASC"]
         )
         if found:
             return found[0].info.run_id
         if not create:
             return None
-        all_tags = {TAG_SWEEP: sweep, TAG_ROLE: "sweep", TAG_STATUS: "running", **(tags or {})}
+        all_tags = {TAG_SWEEP: sweep, TAG_ROLE: ROLE_SWEEP, TAG_STATUS: "running", **(tags or {})}
         run = self.call(
             lambda: self.client.create_run(eid, tags=all_tags, run_name=sweep), what="create sweep run"
         )
@@ -240,7 +227,7 @@ class Tracker:
             if len(found) > 1:
                 log.warning("trial %s of sweep %s has %d runs; using the oldest", trial_id, sweep, len(found))
             return found[0].info.run_id
-        all_tags = {TAG_SWEEP: sweep, TAG_TRIAL: trial_id, TAG_ROLE: "trial", TAG_STATUS: status}
+        all_tags = {TAG_SWEEP: sweep, TAG_TRIAL: trial_id, TAG_ROLE: ROLE_TRIAL, TAG_STATUS: status}
         if parent_run_id:
             all_tags[TAG_PARENT] = parent_run_id
         all_tags.update(tags or {})

@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.mlflow_contract import DONE_STATUSES, TAG_STATUS, UNFINISHED_STATUSES
 from model.config import TrialConfig, flatten
 from model.sink import MultiSink
 from orchestrator import state as st
 from orchestrator.spec import Plan, SpecError, SweepSpec, resolve
 from orchestrator.tracking import (
-    TAG_STATUS,
     MlflowSink,
     Tracker,
     TrackingUnavailable,
@@ -179,7 +179,7 @@ def _finished_metrics(tracker: Tracker, run_id: str) -> dict[str, float] | None:
         run = tracker.call(lambda: tracker.client.get_run(run_id), what="get run", retry_s=5.0)
     except TrackingUnavailable:
         return None
-    if run.data.tags.get(TAG_STATUS) in ("finished", "diverged"):
+    if run.data.tags.get(TAG_STATUS) in DONE_STATUSES:
         return dict(run.data.metrics)
     return None
 
@@ -492,7 +492,7 @@ def _mark_unfinished(sweep_dir: Path, state: dict[str, Any], status: str) -> Non
             run = tracker.client.get_run(rid)
         except Exception:
             continue
-        if run.data.tags.get(TAG_STATUS) in ("pending", "running"):
+        if run.data.tags.get(TAG_STATUS) in UNFINISHED_STATUSES:
             tracker.set_status(rid, status)
 
 

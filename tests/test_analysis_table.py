@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis import mlflow_contract as C
 from analysis import table as T
 
 
@@ -18,7 +19,7 @@ def store(tmp_path_factory):
     uri = f"sqlite:///{d}/mlflow.db"
     c = MlflowClient(tracking_uri=uri)
     exp = c.create_experiment("vits-scaling", artifact_location=str(d / "artifacts"))
-    parent = c.create_run(exp, tags={T.TAG_SWEEP: "demo", T.TAG_ROLE: "sweep", "mlflow.runName": "demo"})
+    parent = c.create_run(exp, tags={C.TAG_SWEEP: "demo", C.TAG_ROLE: "sweep", "mlflow.runName": "demo"})
     pid = parent.info.run_id
     specs = [
         ("0", 1e6, 0.5, "finished", 3.0),
@@ -30,10 +31,10 @@ def store(tmp_path_factory):
         r = c.create_run(
             exp,
             tags={
-                T.TAG_SWEEP: "demo",
-                T.TAG_TRIAL: tid,
-                T.TAG_STATUS: status,
-                T.TAG_ROLE: "trial",
+                C.TAG_SWEEP: "demo",
+                C.TAG_TRIAL: tid,
+                C.TAG_STATUS: status,
+                C.TAG_ROLE: "trial",
                 "mlflow.parentRunId": pid,
             },
         )
@@ -52,10 +53,10 @@ def store(tmp_path_factory):
                 c.log_metric(rid, "val_nelbo", final + (4 - step) * 0.1, step=step * 10)
         c.set_terminated(rid, "FINISHED" if status == "finished" else "FAILED")
     # a stale earlier run of trial 0 that failed: the loader keeps the finished one
-    stale = c.create_run(exp, tags={T.TAG_SWEEP: "demo", T.TAG_TRIAL: "0", T.TAG_STATUS: "failed"})
+    stale = c.create_run(exp, tags={C.TAG_SWEEP: "demo", C.TAG_TRIAL: "0", C.TAG_STATUS: "failed"})
     c.set_terminated(stale.info.run_id, "FAILED")
     # another sweep in the same store is not mixed in
-    other = c.create_run(exp, tags={T.TAG_SWEEP: "other", T.TAG_TRIAL: "0", T.TAG_STATUS: "finished"})
+    other = c.create_run(exp, tags={C.TAG_SWEEP: "other", C.TAG_TRIAL: "0", C.TAG_STATUS: "finished"})
     c.log_metric(other.info.run_id, "params_generator", 9e9)
     return uri, pid
 

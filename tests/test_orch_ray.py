@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from orch_helpers import BIN, MlflowServer, RayHead, cli, env, sweep_file
 
-from orchestrator.tracking import TAG_ERROR, TAG_PARAM_CONFLICTS, TAG_ROLE, TAG_STATUS, TAG_SWEEP, Tracker
+from analysis.mlflow_contract import TAG_ERROR, TAG_PARAM_CONFLICTS, TAG_ROLE, TAG_STATUS, TAG_SWEEP
+from orchestrator.tracking import Tracker
 
 pytestmark = pytest.mark.integration
 

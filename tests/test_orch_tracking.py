@@ -9,11 +9,9 @@ from pathlib import Path
 import pytest
 from orch_helpers import free_port
 
+from analysis.mlflow_contract import TAG_ERROR, TAG_PARAM_CONFLICTS, TAG_STATUS
 from model.config import tiny_config
 from orchestrator.tracking import (
-    TAG_ERROR,
-    TAG_PARAM_CONFLICTS,
-    TAG_STATUS,
     MlflowSink,
     Tracker,
     TrackingError,

@@ -201,8 +201,8 @@ def _stages_yaml(tmp_path, name="stages_fake", **overrides):
 
 
 def test_stage_plan_crosses_parents_and_adds_controls(tmp_path):
+    from analysis.mlflow_contract import TAG_FROM, TAG_STAGE
     from orchestrator.spec import load_spec, resolve
-    from orchestrator.stages import TAG_FROM, TAG_STAGE
 
     plan = resolve(load_spec(_stages_yaml(tmp_path)), count=False)
     pre = [t for t in plan.trials if t.axes["stage"] == "pretrain"]
@@ -310,9 +310,9 @@ def test_stages_in_order_and_driver_killed_between_stages_then_resumed(tmp_path)
     from orch_helpers import BIN, cli, env
     from test_orch_ray import _alive, _daemon, _descendants
 
+    from analysis.mlflow_contract import TAG_FROM, TAG_ROLE, TAG_STAGE, TAG_STATUS, TAG_SWEEP
     from orchestrator.spec import load_spec, resolve
-    from orchestrator.stages import TAG_FROM, TAG_STAGE
-    from orchestrator.tracking import TAG_ROLE, TAG_STATUS, TAG_SWEEP, Tracker
+    from orchestrator.tracking import Tracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     f = _stages_yaml(tmp_path, tracking_uri=uri)

@@ -274,8 +274,9 @@ def ui_cmd(
     tracking_uri: str | None = typer.Option(None, "--tracking-uri"),
 ) -> None:
     """Start the MLflow UI on 127.0.0.1 for a sweep's tracking store."""
+    from analysis.mlflow_contract import default_tracking_uri
     from orchestrator.runs import locate
-    from orchestrator.tracking import default_tracking_uri, local_artifact_root
+    from orchestrator.tracking import local_artifact_root
 
     with _errors():
         uri = tracking_uri or (locate(sweep, storage=storage)[0] if sweep else default_tracking_uri())
