@@ -26,8 +26,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from model.sink import MemorySink
-    from orchestrator.spec import parse_spec, resolve
-    from orchestrator.tune import submit_sweep
+    from orchestrator.driver import submit_sweep
+    from orchestrator.plan import parse_spec, resolve
     from tests import fake_trial
 
     with tempfile.TemporaryDirectory(prefix="orch_bench_") as tmp:

@@ -54,8 +54,8 @@ def run_demo(
 ):
     from analysis.mlflow_contract import default_tracking_uri
     from model.data import prepare_data
-    from orchestrator.spec import base_config, load_spec
-    from orchestrator.tune import submit_sweep
+    from orchestrator.driver import submit_sweep
+    from orchestrator.plan import base_config, load_spec
 
     t0 = time.time()
     spec = load_spec(spec_path)

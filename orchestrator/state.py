@@ -15,6 +15,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from orchestrator.plan.load import load_spec
+
 STATE_FILE = "sweep.json"
 TRIALS_FILE = "trials.json"
 CANCEL_FILE = "cancel.requested"
@@ -23,7 +25,7 @@ DEFAULT_STORAGE = Path("runs") / "sweeps"
 
 
 class SweepNotFound(FileNotFoundError):
-    pass
+    """No submitted sweep by that name, directory or file (the message says where it looked)."""
 
 
 def _write(path: Path, obj: Any) -> None:
@@ -67,8 +69,6 @@ def find_sweep(name: str, storage: str | Path | None = None) -> Path:
     if (p / STATE_FILE).exists():
         return p.resolve()
     if p.suffix in (".yaml", ".yml") and p.exists():
-        from orchestrator.spec import load_spec
-
         spec = load_spec(p)
         d = Path(storage or spec.storage_path).expanduser().resolve() / spec.name
         if (d / STATE_FILE).exists():

@@ -257,6 +257,26 @@ class Tracker:
         elif status == "running":
             self.call(lambda: self.client.update_run(run_id, status="RUNNING"), what="update run")
 
+    def run_state(
+        self, run_id: str, *, what: str = "get run", retry_s: float | None = None
+    ) -> tuple[str | None, dict[str, float]]:
+        """(status tag, latest metrics) of a run; ``retry_s=0`` asks once."""
+        run = self.call(lambda: self.client.get_run(run_id), what=what, retry_s=retry_s)
+        return run.data.tags.get(TAG_STATUS), dict(run.data.metrics)
+
+    def log_params_once(self, run_id: str, params: dict[str, Any]) -> None:
+        """Log the params the run does not have yet (MLflow params are write-once: a resume re-logs none)."""
+        from mlflow.entities import Param
+
+        have = self.call(lambda: self.client.get_run(run_id), what="get run").data.params
+        new = [Param(k, str(v)) for k, v in params.items() if k not in have]
+        if new:
+            self.call(lambda: self.client.log_batch(run_id, params=new), what="log params")
+
+    def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+        """Upload one file to the run's artifacts."""
+        self.call(lambda: self.client.log_artifact(run_id, str(path), artifact_path), what="log artifact")
+
 
 # ----------------------------------------------------------------------------------------------------
 # the sink of one trial

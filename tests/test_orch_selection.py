@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.spec import SpecError, parse_spec, resolve
+from orchestrator.plan import SpecError, parse_spec, resolve
 
 
 def _spec(axes: dict) -> dict:

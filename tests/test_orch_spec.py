@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from orchestrator.expr import Expr, ExprError
-from orchestrator.spec import SpecError, load_spec, parse_spec, resolve, trial_id_for
+from orchestrator.plan import SpecError, load_spec, parse_spec, resolve, trial_id_for
 
 BAD = {
     "bad_unknown_field": ["max_concurent", "unknown field", "allowed:", "max_concurrent"],

@@ -17,7 +17,7 @@ from orchestrator.tracking import (
     TrackingError,
     TrackingUnavailable,
 )
-from orchestrator.tune import run_tracked, trial_params
+from orchestrator.trial import run_tracked, trial_params
 from tests import fake_trial
 
 

@@ -202,7 +202,7 @@ def _stages_yaml(tmp_path, name="stages_fake", **overrides):
 
 def test_stage_plan_crosses_parents_and_adds_controls(tmp_path):
     from analysis.mlflow_contract import TAG_FROM, TAG_STAGE
-    from orchestrator.spec import load_spec, resolve
+    from orchestrator.plan import load_spec, resolve
 
     plan = resolve(load_spec(_stages_yaml(tmp_path)), count=False)
     pre = [t for t in plan.trials if t.axes["stage"] == "pretrain"]
@@ -244,7 +244,7 @@ def _with_from(*sel, **finetune):
 def test_missing_pretraining_trial_fails_before_launch(tmp_path):
     from orch_helpers import cli
 
-    from orchestrator.spec import SpecError, load_spec, resolve
+    from orchestrator.plan import SpecError, load_spec, resolve
 
     f = _stages_yaml(tmp_path, stages=_with_from("0123456789ab"))
     with pytest.raises(SpecError, match=r"stages.finetune.from\[0\]: '0123456789ab' is not a pretrain trial"):
@@ -278,7 +278,7 @@ def test_missing_pretraining_trial_fails_before_launch(tmp_path):
 def test_shipped_pretrain_finetune_sweeps_resolve():
     from orch_helpers import ROOT
 
-    from orchestrator.spec import load_spec, resolve
+    from orchestrator.plan import load_spec, resolve
 
     cpu = resolve(load_spec(ROOT / "tests" / "sweeps" / "pretrain_finetune_cpu.yaml"), count=False)
     stages = [t.axes["stage"] for t in cpu.trials]
@@ -311,7 +311,7 @@ def test_stages_in_order_and_driver_killed_between_stages_then_resumed(tmp_path)
     from test_orch_ray import _alive, _daemon, _descendants
 
     from analysis.mlflow_contract import TAG_FROM, TAG_ROLE, TAG_STAGE, TAG_STATUS, TAG_SWEEP
-    from orchestrator.spec import load_spec, resolve
+    from orchestrator.plan import load_spec, resolve
     from orchestrator.tracking import Tracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -37,7 +37,7 @@ def spec_raw(tmp_path_factory) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="module")
 def plan(spec_raw):
-    from orchestrator.spec import parse_spec, resolve
+    from orchestrator.plan import parse_spec, resolve
 
     tmp, raw = spec_raw
     return resolve(parse_spec(raw, tmp / "quality_vs_quantity_cpu.yaml"), count=False)
@@ -104,7 +104,7 @@ def test_sweep_runs_and_the_efficiency_fit_answers_or_refuses(spec_raw, plan):
     from analysis.suite import quality_level_column, quality_levels, run_suite
     from analysis.table import load
     from analysis.transfer import fit_efficiency
-    from orchestrator.tune import submit_sweep
+    from orchestrator.driver import submit_sweep
 
     tmp, raw = spec_raw
     old = Path.cwd()

@@ -27,6 +27,15 @@ class Budget:
         return float(self.steps) * float(self.flops_per_step)
 
 
+def steps_for_budget(compute_budget: float, flops_per_step: float) -> int:
+    """Optimizer steps a FLOPs budget buys: ``floor(budget / flops_per_step)``, at least 1.
+
+    The one home of the rule: the trainer (``plan_budget``) and the sweep's pre-launch estimate
+    (``orchestrator.plan.estimate``) both call it, so the steps a sweep table shows are the steps a trial runs.
+    """
+    return max(1, int(compute_budget // flops_per_step))
+
+
 def plan_budget(cfg: TrialConfig, flops_per_step: int, batches_per_epoch: int) -> Budget:
     t = cfg.train
     if t.steps is not None and t.compute_budget is not None:
@@ -44,7 +53,7 @@ def plan_budget(cfg: TrialConfig, flops_per_step: int, batches_per_epoch: int) -
             raise ConfigError(
                 f"train.compute_budget must be a positive number of FLOPs, got {t.compute_budget}"
             )
-        steps = max(1, int(t.compute_budget // flops_per_step))
+        steps = steps_for_budget(t.compute_budget, flops_per_step)
         return Budget(steps, int(flops_per_step), "compute_budget", float(t.compute_budget))
     if t.epochs < 1:
         raise ConfigError(

@@ -16,7 +16,7 @@ sweep_app = typer.Typer(help="Submit, watch, resume and cancel sweeps.", no_args
 
 
 def _errors():
-    from orchestrator.spec import SpecError
+    from orchestrator.plan import SpecError
     from orchestrator.state import SweepNotFound
     from orchestrator.tracking import TrackingError, TrackingUnavailable
 
@@ -129,7 +129,7 @@ def submit(
     quiet: bool = typer.Option(False, "--quiet", help="no per-trial progress lines"),
 ) -> None:
     """Validate a sweep, print its trial table and run it (re-submitting a submitted sweep resumes it)."""
-    from orchestrator.tune import submit_sweep
+    from orchestrator.driver import submit_sweep
 
     with _errors():
         plan_only = submit_sweep(file, address=address, dry_run=True)
@@ -193,7 +193,7 @@ def resume(
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """Continue a sweep: finished trials are kept, unfinished and failed ones continue from checkpoints."""
-    from orchestrator.tune import resume_sweep
+    from orchestrator.driver import resume_sweep
 
     with _errors():
         result = resume_sweep(name, address=address, storage=storage, progress=not (quiet or json_out))
@@ -211,7 +211,7 @@ def cancel(
     storage: str | None = typer.Option(None, "--storage"),
 ) -> None:
     """Stop a running sweep (Tune saves its state; `sweep resume` continues it)."""
-    from orchestrator.tune import cancel_sweep
+    from orchestrator.driver import cancel_sweep
 
     with _errors():
         r = cancel_sweep(name, storage=storage)

@@ -1,6 +1,6 @@
 """CLI: ``vits-scaling train CONFIG.yaml`` runs one trial with a progress bar.
 
-Tracking: the orchestrator's MLflow sink (``orchestrator.tracking``) through ``orchestrator.tune.run_tracked``
+Tracking: the orchestrator's MLflow sink (``orchestrator.tracking``) through ``orchestrator.trial.run_tracked``
 (params, status, buffered metric batches, artifacts), at ``--tracking-uri``, else ``tracking.uri`` of the
 config, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///runs/mlflow.db``. ``--no-tracking`` keeps
 everything local (``<output_dir>/metrics.json``).
@@ -147,7 +147,7 @@ def run_from_cli(cfg, *, resume: bool, tracking: bool, console):
                 )
             )
             return result
-        from orchestrator.tune import run_tracked
+        from orchestrator.trial import run_tracked
 
         holder: dict = {}
 
@@ -156,15 +156,15 @@ def run_from_cli(cfg, *, resume: bool, tracking: bool, console):
             return holder["result"]
 
         done = run_tracked(cfg, trial_fn)
-    if done.get("skipped"):
+    if done.skipped:
         console.print(
             "[yellow]this trial already finished in MLflow; nothing to do (use --no-resume for a new run)"
         )
         from model.train.checkpoint import checkpoint_dir, latest_checkpoint
 
         last = latest_checkpoint(checkpoint_dir(cfg))
-        steps = int(done["metrics"].get("steps", 0))
-        return TrialResult("finished", steps, done["metrics"], last and str(last), str(out))
+        steps = int(done.metrics.get("steps", 0))
+        return TrialResult("finished", steps, done.metrics, last and str(last), str(out))
     return holder["result"]
 
 

@@ -4,6 +4,7 @@
   model shape). If that package cannot be imported or fails, the table shows blanks and a note says why.
 * Corpus size comes from ``model.data.available_hours(data_cfg)`` when the data package provides it; for the
   built-in corpus ``data.builtin_hours`` is known without it.
+* Steps of a budget come from ``model.train.budget.steps_for_budget``, the rule the trainer uses.
 * Time = steps x FLOPs per step / achieved FLOP/s + a per-trial overhead. Achieved FLOP/s is the sweep's
   ``estimate.flops_per_s``, else (CPU) a quick matmul measurement x 0.25 (convolutions and small tensors run
   far below peak), else (GPU) 3e13. It is an estimate and labelled as one.
@@ -16,10 +17,9 @@ import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from orchestrator.spec import Plan
+from orchestrator.plan.types import Plan, Skipped
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def available_hours(data_cfg, notes: list[str] | None = None) -> float | None:
         if not (built.is_dir() and any(built.iterdir())):
             return float(data_cfg.builtin_hours)
     try:
-        from model import data as mdata
+        from model import data as mdata  # loads torch; and may not be importable (yet)
 
         fn = getattr(mdata, "available_hours", None)
     except Exception as e:  # the data package is not importable (yet)
@@ -68,7 +68,7 @@ def measure(cfg) -> dict[str, Any]:
     )
     if key not in _measured:
         try:
-            from model.counting import model_info
+            from model.counting import model_info  # loads torch; a failure is reported, not raised
 
             info = model_info(cfg)
             _measured[key] = {
@@ -85,7 +85,7 @@ def cpu_flops_per_s() -> float:
     """Achieved single-trial FLOP/s on this CPU (fp32 matmul, one thread per trial CPU) x efficiency."""
     global _cpu_flops
     if _cpu_flops is None:
-        import torch
+        import torch  # heavy: only when a CPU estimate is asked for
 
         n = 256
         a, b = torch.randn(n, n), torch.randn(n, n)
@@ -100,7 +100,7 @@ def cpu_flops_per_s() -> float:
 
 def estimate_plan(plan: Plan) -> None:
     """Fill sizes, steps and time for every trial; move points whose budget is below one step to skipped."""
-    from orchestrator.spec import Skipped
+    from model.train.budget import steps_for_budget  # the model.train package loads torch
 
     spec = plan.spec
     rate = spec.estimate.flops_per_s
@@ -130,7 +130,7 @@ def estimate_plan(plan: Plan) -> None:
                     )
                 )
                 continue
-            tp.steps = int(t.compute_budget // tp.flops_per_step)
+            tp.steps = steps_for_budget(t.compute_budget, tp.flops_per_step)
         if tp.steps and tp.flops_per_step:
             r = rate if rate is not None else cpu_flops_per_s()
             tp.est_seconds = tp.steps * tp.flops_per_step / r + spec.estimate.overhead_s

@@ -2,12 +2,12 @@
 
 The driver (``submit_sweep``) resolves the sweep, creates the MLflow parent run and one child run per trial
 (so a trial always finds its run by id, and a retry or resume never makes a second one), saves the sweep
-state, then runs a ``Tuner`` whose grid is the list of trial ids. Each Ray trial runs ``run_tracked``:
+state, then runs a ``Tuner`` whose grid is the list of trial ids. Each Ray trial runs ``orchestrator.trial.run_tracked``:
 the trial function (default ``model.train:run_trial``) with a sink that writes to MLflow and reports to
 Ray Tune; checkpoints the trial logs are reported to Tune, so a retried trial (``FailureConfig``) or a
 resumed sweep (``Tuner.restore``) continues from its last checkpoint, on any node.
 
-A sweep with ``stages`` (``orchestrator.stages``) runs one Tuner per stage (``ray_<stage>/``), in order: the
+A sweep with ``stages`` (``orchestrator.plan.stages``) runs one Tuner per stage (``ray_<stage>/``), in order: the
 fine-tune stage starts only when every pretrain trial has ended, and a fine-tune trial whose parent did not
 finish fails with that reason (a resume retries it once the parent has finished). Each stage's Tuner is
 restored on resume, so killing the driver between stages and resuming repeats no finished trial.
@@ -19,215 +19,38 @@ stops it at the end; with ``--address``/``ray_address`` it joins an existing clu
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
 import os
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.mlflow_contract import DONE_STATUSES, TAG_STATUS, UNFINISHED_STATUSES
-from model.config import TrialConfig, flatten
-from model.sink import MultiSink
+from analysis.mlflow_contract import UNFINISHED_STATUSES
+from model.config import TrialConfig
 from orchestrator import state as st
-from orchestrator.spec import Plan, SpecError, SweepSpec, resolve
-from orchestrator.tracking import (
-    MlflowSink,
-    Tracker,
-    TrackingUnavailable,
-    format_error,
-)
+from orchestrator.plan import STAGES, Plan, SpecError, SweepSpec, load_spec, resolve
+from orchestrator.tracking import Tracker
+from orchestrator.trial import TuneSink, check_parent, load_trial_fn, restore_checkpoint, run_tracked
 
 log = logging.getLogger(__name__)
 
-REPORT_EVERY_S = 10.0  # metrics-only Tune reports are rate limited; checkpoints and the end always report
-CKPT_META = "vits_scaling_checkpoint.json"
-PARAM_SKIP = ("tracking.", "axes.")
-PARAM_SKIP_TOP = {"name", "trial_id", "sweep", "output_dir"}
-
 
 # ----------------------------------------------------------------------------------------------------
-# inside a trial
-
-
-def load_trial_fn(spec: str):
-    """``"package.module:function"`` (or dotted ``package.module.function``) -> the callable."""
-    mod, _, fn = spec.partition(":") if ":" in spec else spec.rpartition(".")
-    try:
-        return getattr(importlib.import_module(mod), fn)
-    except (ImportError, AttributeError) as e:
-        raise SpecError(f"trial_fn {spec!r}: cannot import ({type(e).__name__}: {e})") from None
-
-
-def trial_params(cfg: TrialConfig) -> dict[str, Any]:
-    """MLflow params of a trial: the flattened config (``model.hidden_channels``...) and ``axis.<name>``."""
-    d = cfg.to_dict()
-    out = {
-        k: v
-        for k, v in flatten(d).items()
-        if k not in PARAM_SKIP_TOP and not k.startswith(PARAM_SKIP) and k != "axes"
-    }
-    out.update({f"axis.{k}": v for k, v in cfg.axes.items()})
-    return out
-
-
-class TuneSink:
-    """Reports a trial's latest metrics (and checkpoints) to Ray Tune."""
-
-    def __init__(self, output_dir: str | Path):
-        self.output_dir = Path(output_dir)
-        self.latest: dict[str, float] = {}
-        self.step = 0
-        self._last = 0.0
-
-    def log_params(self, params):
-        pass
-
-    def log_artifact(self, path, artifact_path=None):
-        pass
-
-    def set_status(self, status, message=""):
-        pass
-
-    def log_metrics(self, metrics, step):
-        for k, v in metrics.items():
-            try:
-                self.latest[k] = float(v)
-            except (TypeError, ValueError):
-                continue
-        self.step = max(self.step, int(step))
-        if time.monotonic() - self._last > REPORT_EVERY_S:
-            self.report()
-
-    def report(self, checkpoint=None, **extra) -> None:
-        from ray import tune
-
-        self._last = time.monotonic()
-        tune.report({**self.latest, "step": self.step, **extra}, checkpoint=checkpoint)
-
-    def log_checkpoint(self, path, step):
-        from ray import tune
-
-        src = Path(path)
-        try:
-            rel = src.resolve().relative_to(self.output_dir.resolve())
-        except ValueError:
-            rel = Path(src.name)
-        with tempfile.TemporaryDirectory(prefix="vits_ckpt_") as tmp:
-            dst = Path(tmp) / "payload" / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if src.is_dir():
-                shutil.copytree(src, dst)
-            else:
-                try:
-                    os.link(src, dst)  # same filesystem: no copy; Ray copies into storage
-                except OSError:
-                    shutil.copy2(src, dst)
-            (Path(tmp) / CKPT_META).write_text(json.dumps({"step": int(step), "rel": str(rel)}))
-            self.step = max(self.step, int(step))
-            self.report(checkpoint=tune.Checkpoint.from_directory(tmp))
-
-
-def restore_checkpoint(checkpoint, output_dir: str | Path) -> Path | None:
-    """Put the checkpoint Ray hands a retried trial back where the trial function looks for it."""
-    with checkpoint.as_directory() as d:
-        meta_p = Path(d) / CKPT_META
-        if not meta_p.exists():
-            return None
-        meta = json.loads(meta_p.read_text())
-        src = Path(d) / "payload" / meta["rel"]
-        dst = Path(output_dir) / meta["rel"]
-        if dst.exists():
-            return dst
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
-        log.info("restored checkpoint of step %s to %s", meta["step"], dst)
-        return dst
-
-
-class _Watch:
-    """Remembers the last status the trial function set."""
-
-    status: str | None = None
-
-    def log_params(self, params):
-        pass
-
-    def log_metrics(self, metrics, step):
-        pass
-
-    def log_artifact(self, path, artifact_path=None):
-        pass
-
-    def log_checkpoint(self, path, step):
-        pass
-
-    def set_status(self, status, message=""):
-        self.status = status
-
-
-def _finished_metrics(tracker: Tracker, run_id: str) -> dict[str, float] | None:
-    """Final metrics of a run that already finished (a re-run of a finished trial then does nothing)."""
-    try:
-        run = tracker.call(lambda: tracker.client.get_run(run_id), what="get run", retry_s=5.0)
-    except TrackingUnavailable:
-        return None
-    if run.data.tags.get(TAG_STATUS) in DONE_STATUSES:
-        return dict(run.data.metrics)
-    return None
-
-
-def run_tracked(cfg: TrialConfig, trial_fn, *, tune_sink: TuneSink | None = None) -> dict[str, Any]:
-    """Run one trial with MLflow (+ Tune) sinks; the trial's status and error end up in its run."""
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ml = MlflowSink.for_trial(cfg, local_dir=out / "tracking")
-    if ml.run_id:
-        done = _finished_metrics(ml.tracker, ml.run_id)
-        if done is not None:
-            log.info("trial %s already finished in MLflow; not re-running", cfg.trial_id)
-            if tune_sink is not None:
-                tune_sink.latest.update(done)
-                tune_sink.report(already_finished=1)
-            return {"status": "finished", "metrics": done, "skipped": True}
-    ml.set_status("running")
-    ml.log_params(trial_params(cfg))
-    watch = _Watch()
-    sink = MultiSink(ml, watch, tune_sink)
-    try:
-        result = trial_fn(cfg, sink, resume=True)
-    except (SystemExit, KeyboardInterrupt) as e:  # stopped by Tune (cancel, Ctrl+C): resumable, not failed
-        try:
-            ml.set_status("cancelled", f"stopped: {type(e).__name__}")
-            ml.close()
-        except TrackingUnavailable:
-            pass
-        raise
-    except BaseException as e:
-        try:
-            ml.set_status("failed", format_error(e))
-            ml.close()
-        except TrackingUnavailable as te:
-            raise te from e
-        raise
-    if watch.status not in ("finished", "diverged", "failed"):
-        ml.set_status("finished")
-    ml.close()
-    if tune_sink is not None:
-        tune_sink.report(done=1)
-    return {"status": watch.status or "finished", "result": result}
+# the Ray trainable
 
 
 def _trainable(config: dict[str, Any], trials: dict[str, dict], settings: dict[str, Any]) -> None:
-    """The Ray Tune function trainable: one trial id -> its TrialConfig -> ``run_tracked``."""
-    from ray import tune
+    """The Ray Tune function trainable: one trial id -> its TrialConfig -> ``run_tracked``.
+
+    Its name is the trainable's identifier in saved Tune state (``Tuner.restore`` checks it): keep it.
+    """
+    from ray import tune  # Ray is loaded only where a sweep runs (plans and dry runs do without it)
 
     for p in reversed(settings.get("sys_path", [])):
         if p not in sys.path:
@@ -238,31 +61,11 @@ def _trainable(config: dict[str, Any], trials: dict[str, dict], settings: dict[s
     for k, v in settings.get("env", {}).items():
         os.environ.setdefault(k, v)
     cfg = TrialConfig.from_dict(trials[config["trial_id"]])
-    _check_parent(cfg, trials)
+    check_parent(cfg, trials)
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         restore_checkpoint(ckpt, cfg.output_dir)
     run_tracked(cfg, load_trial_fn(settings["trial_fn"]), tune_sink=TuneSink(cfg.output_dir))
-
-
-def _check_parent(cfg: TrialConfig, trials: dict[str, dict]) -> None:
-    """A fine-tune trial starts only from a parent that finished (its last checkpoint is its final one)."""
-    from orchestrator.stages import parent_of
-
-    parent = parent_of(cfg)
-    if parent is None or parent not in trials:
-        return
-    rid = trials[parent]["tracking"].get("run_id")
-    status = None
-    if rid:
-        tracker = Tracker(cfg.tracking.uri)
-        run = tracker.call(lambda: tracker.client.get_run(rid), what="get parent run", retry_s=30.0)
-        status = run.data.tags.get(TAG_STATUS)
-    if status != "finished":
-        raise RuntimeError(
-            f"fine-tune trial {cfg.trial_id} starts from pretrain trial {parent}, which is {status or 'unknown'}"
-            " (not finished); resume the sweep once it has finished"
-        )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -337,8 +140,6 @@ def submit_sweep(
     t0 = time.time()
     spec = spec_or_path if isinstance(spec_or_path, SweepSpec) else None
     if spec is None:
-        from orchestrator.spec import load_spec
-
         spec = load_spec(spec_or_path)
     if trial_fn:
         spec.trial_fn = trial_fn
@@ -434,9 +235,6 @@ def _comparable(trials: dict[str, dict]) -> dict[str, Any]:
 
 
 def _log_parent(tracker: Tracker, parent: str, spec: SweepSpec, plan: Plan, sweep_dir: Path) -> None:
-    from mlflow.entities import Param
-
-    c = tracker.client
     params = {
         "sweep.mode": spec.mode,
         "sweep.n_trials": len(plan.trials),
@@ -447,12 +245,9 @@ def _log_parent(tracker: Tracker, parent: str, spec: SweepSpec, plan: Plan, swee
         "sweep.max_concurrent": spec.max_concurrent,
         "sweep.max_failures": spec.max_failures,
     }
-    have = tracker.call(lambda: c.get_run(parent), what="get run").data.params
-    new = [Param(k, str(v)) for k, v in params.items() if k not in have]
-    if new:
-        tracker.call(lambda: c.log_batch(parent, params=new), what="log params")
+    tracker.log_params_once(parent, params)
     for name in ("sweep.yaml", "trial_table.json", "skipped.json"):
-        tracker.call(lambda n=name: c.log_artifact(parent, str(sweep_dir / n), "sweep"), what="log artifact")
+        tracker.log_artifact(parent, sweep_dir / name, "sweep")
 
 
 def resume_sweep(
@@ -489,16 +284,16 @@ def _mark_unfinished(sweep_dir: Path, state: dict[str, Any], status: str) -> Non
         if not rid:
             continue
         try:
-            run = tracker.client.get_run(rid)
+            status, _ = tracker.run_state(rid, retry_s=0)
         except Exception:
             continue
-        if run.data.tags.get(TAG_STATUS) in UNFINISHED_STATUSES:
+        if status in UNFINISHED_STATUSES:
             tracker.set_status(rid, status)
 
 
 def _connect(address: str | None, num_cpus: int | None) -> bool:
     """Join ``address`` or start a local Ray; returns True if this process started it (and must stop it)."""
-    import ray
+    import ray  # heavy: only when a sweep runs
 
     if ray.is_initialized():
         return False
@@ -531,7 +326,7 @@ def _token_auth_for(address: str | None) -> None:
 
 
 def _check_capacity(res: dict[str, float], address: str | None) -> None:
-    import ray
+    import ray  # as in _connect
 
     have = ray.cluster_resources()
     where = address or "the local Ray"
@@ -554,9 +349,9 @@ def _cancel_watch(sweep_dir: Path, stop: threading.Event) -> None:
 
 def _run(sweep_dir: Path, *, restore: bool, address: str | None, progress: bool) -> SweepResult:
     _token_auth_for(address)
-    from ray import tune
+    from ray import tune  # after _token_auth_for: Ray reads its auth mode when it is first imported
 
-    from orchestrator.progress import Progress
+    from orchestrator.progress import Progress  # a Ray Tune Callback: loads Ray, so after _token_auth_for too
 
     state = st.load_state(sweep_dir)
     trials = st.load_trials(sweep_dir)
@@ -601,7 +396,7 @@ def _run(sweep_dir: Path, *, restore: bool, address: str | None, progress: bool)
     finally:
         stop.set()
         if started:
-            import ray
+            import ray  # as above
 
             ray.shutdown()
     cancelled = (sweep_dir / st.CANCEL_FILE).exists()
@@ -610,8 +405,6 @@ def _run(sweep_dir: Path, *, restore: bool, address: str | None, progress: bool)
 
 def _stage_groups(trials: dict[str, dict]) -> list[tuple[str | None, list[str]]]:
     """[(stage, trial ids)] in run order; [(None, all ids)] for a sweep without stages."""
-    from orchestrator.stages import STAGES
-
     by: dict[str | None, list[str]] = {}
     for tid, d in trials.items():
         by.setdefault((d.get("axes") or {}).get("stage"), []).append(tid)
@@ -625,9 +418,9 @@ def _stage_groups(trials: dict[str, dict]) -> list[tuple[str | None, list[str]]]
 
 def _tuner(trainable, ray_dir: Path, ids: list[str], trials: dict[str, dict], spec: dict, *, restore: bool):
     """A new Tuner over ``ids`` in ``ray_dir``, or the one saved there (``restore``)."""
-    from ray import tune
+    from ray import tune  # as in _run
 
-    from orchestrator.progress import Progress
+    from orchestrator.progress import Progress  # as in _run
 
     space = {"trial_id": tune.grid_search(ids)}
     if restore and tune.Tuner.can_restore(str(ray_dir)):
@@ -669,9 +462,7 @@ def _collect(sweep_dir, state, trials, grid, tracker: Tracker, cancelled: bool) 
         r = by_id.get(tid)
         tag = None
         try:
-            run = tracker.call(lambda rid=rid: tracker.client.get_run(rid), what="get run", retry_s=5)
-            tag = run.data.tags.get(TAG_STATUS)
-            metrics = dict(run.data.metrics)
+            tag, metrics = tracker.run_state(rid, retry_s=5)
         except Exception:
             metrics = dict(r.metrics or {}) if r is not None else {}
         error = None

@@ -1,4 +1,5 @@
-"""Pretraining then fine-tuning: a sweep's ``stages`` resolved into one plan of pretrain and fine-tune trials.
+"""Pretraining then fine-tuning: a sweep's ``stages`` resolved into one plan of pretrain and fine-tune trials
+(the checks of ``stages`` are in ``orchestrator.plan.checks``, its vocabulary in ``orchestrator.plan.schema``).
 
 ```yaml
 base: {preset: tiny, ...}            # shared by both stages
@@ -19,7 +20,7 @@ Pretrain trials have axes ``stage: pretrain`` + their grid point. Fine-tune tria
 the parent's model axes (``width``, ``n_layers``, ``model.*``...), the parent's other axes as
 ``pretrain.<name>`` (e.g. ``pretrain.data_hours``), the fine-tune point and ``from`` (the parent trial id,
 the external reference, or ``scratch``). Their MLflow runs are tagged ``vits_scaling.stage`` and
-``vits_scaling.from_trial``. The driver (``orchestrator.tune``) runs the pretrain stage to completion, then
+``vits_scaling.from_trial``. The driver (``orchestrator.driver``) runs the pretrain stage to completion, then
 the fine-tune stage.
 """
 
@@ -31,128 +32,27 @@ from pathlib import Path
 from typing import Any
 
 from analysis.mlflow_contract import TAG_FROM, TAG_STAGE
-from model.config import TrialConfig, merge
-from orchestrator.spec import (
-    BaseSettings,
-    Plan,
-    Skipped,
+from model.config import TrialConfig
+from orchestrator import state as st  # a module object: state imports plan.load, so it may be mid-import here
+from orchestrator.plan.estimate import estimate_plan
+from orchestrator.plan.grid import resolve_grid
+from orchestrator.plan.points import check_value
+from orchestrator.plan.schema import (
+    SCRATCH,
     SpecError,
     SweepSpec,
-    TrialPlan,
-    _canon,
-    _check_semantics,
-    _check_value,
-    _finish,
-    _fmt,
-    resolve,
-    trial_id_for,
+    in_stage,
+    is_external_ref,
+    is_model_axis,
+    stage_spec,
 )
-
-STAGES = ("pretrain", "finetune")
-MODEL_AXES = ("width", "filter_ratio", "filter_channels", "n_layers", "n_heads")
-SCRATCH = "scratch"
-
-
-def is_model_axis(name: str) -> bool:
-    return name in MODEL_AXES or name.startswith("model.")
+from orchestrator.plan.types import Plan, Skipped, TrialPlan, canon, fmt_value, trial_id_for
 
 
 def stage_of(cfg_or_axes: Any) -> str | None:
+    """The stage of a trial (its config or its axes), None for a sweep without stages."""
     axes = cfg_or_axes if isinstance(cfg_or_axes, dict) else cfg_or_axes.axes
     return axes.get("stage")
-
-
-# ----------------------------------------------------------------------------------------------------
-# the stage as a plain sweep
-
-
-def stage_spec(spec: SweepSpec, name: str) -> SweepSpec:
-    """The sweep as if it were only this stage (base merged with the stage's overrides, the stage's grid)."""
-    st = getattr(spec.stages, name)
-    b = spec.base if isinstance(spec.base, BaseSettings) else BaseSettings(file=spec.base)
-    base = BaseSettings(
-        preset=b.preset,
-        file=b.file,
-        **{k: merge(getattr(b, k), getattr(st, k)) for k in ("data", "model", "train", "eval")},
-    )
-    mode, points = st.mode, st.points
-    if not (st.axes or st.points or st.isoflop):  # no grid of its own: one point
-        mode, points = "list", [{}]
-    sub = spec.model_copy(
-        update=dict(
-            base=base,
-            mode=mode,
-            axes=st.axes,
-            points=points,
-            isoflop=st.isoflop,
-            constraints=st.constraints,
-            stages=None,
-        )
-    )
-    sub._source = spec.source
-    return sub
-
-
-def _in_stage(spec: SweepSpec, name: str, e: SpecError) -> SpecError:
-    where = spec.where()
-    lines = [
-        ln.replace(f"{where}: ", f"{where}: stages.{name}: ", 1) if ln.startswith(f"{where}: ") else ln
-        for ln in str(e).splitlines()
-    ]
-    return SpecError("\n".join(lines))
-
-
-def _axis_names(st) -> set[str]:
-    names = set(st.axes) | {k for p in st.points for k in p}
-    names |= {k for lv in st.isoflop for s in lv.sizes for k in s}
-    if st.isoflop:
-        names.add("compute_budget")
-    return names
-
-
-def check_stages(spec: SweepSpec) -> None:
-    """Schema-level checks of ``stages`` (``resolve_stages`` checks what ``from`` selects)."""
-    where = spec.where()
-    for f in ("axes", "points", "isoflop", "constraints"):
-        if getattr(spec, f):
-            raise SpecError(
-                f"{where}: {f}: with `stages`, give each stage its own ({f} under stages.<stage>)"
-            )
-    s = spec.stages
-    for name in STAGES:
-        if getattr(s, name) is None:
-            continue
-        try:
-            _check_semantics(stage_spec(spec, name))
-        except SpecError as e:
-            raise _in_stage(spec, name, e) from None
-    ft = s.finetune
-    in_sweep = ft.from_ == "all" or any(not _external(x) for x in ft.from_)
-    if in_sweep and s.pretrain is None:
-        raise SpecError(
-            f"{where}: stages.finetune.from: selects pretrain trials of this sweep, but there is no "
-            "stages.pretrain (name earlier trials as 'sweep:<name>/<trial_id>' or a checkpoint path)"
-        )
-    bad = sorted(n for n in _axis_names(ft) if is_model_axis(n)) + [f"model.{k}" for k in ft.model]
-    if bad:
-        raise SpecError(
-            f"{where}: stages.finetune: {bad[0]}: a fine-tune trial takes its model from the checkpoint it "
-            "starts from; vary the model in stages.pretrain"
-        )
-    if s.pretrain is not None and isinstance(ft.from_, list):
-        names = _axis_names(s.pretrain) | {"seed"}
-        for i, sel in enumerate(ft.from_):
-            if isinstance(sel, dict):
-                unknown = sorted(set(sel) - names)
-                if unknown or not sel:
-                    raise SpecError(
-                        f"{where}: stages.finetune.from[{i}]: {unknown[0] if unknown else '{}'}: not a "
-                        f"pretrain axis (pretrain axes: {', '.join(sorted(names))})"
-                    )
-
-
-def _external(sel: Any) -> bool:
-    return isinstance(sel, str) and (sel.startswith("sweep:") or "/" in sel or sel.endswith(".pt"))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -180,12 +80,10 @@ def _of_trial(tp: TrialPlan) -> Parent:
 
 
 def _external_parent(spec: SweepSpec, ref: str, path: str) -> Parent:
-    from model.train import checkpoint as ckpt
+    from model.train import checkpoint as ckpt  # torch: only for a `from` naming a checkpoint
 
     where = spec.where()
     if ref.startswith("sweep:"):
-        from orchestrator import state as st
-
         name, _, tid = ref[len("sweep:") :].partition("/")
         try:
             sweep_dir = st.find_sweep(name, spec.storage_path)
@@ -204,7 +102,7 @@ def _external_parent(spec: SweepSpec, ref: str, path: str) -> Parent:
                 "(finish or resume that sweep first)"
             )
         return Parent(ref, trials[tid]["model"], init_from=str(trial_dir))
-    from model.train.init import InitError, resolve_init_path
+    from model.train.init import InitError, resolve_init_path  # torch, as above
 
     p = Path(ref).expanduser()
     if not p.is_absolute() and spec.source is not None:
@@ -218,6 +116,7 @@ def _external_parent(spec: SweepSpec, ref: str, path: str) -> Parent:
 
 
 def select_parents(spec: SweepSpec, pre: list[TrialPlan], skipped: list[Skipped]) -> list[Parent]:
+    """The models the fine-tune stage starts from, as ``finetune.from`` selects them (each item must match)."""
     where = spec.where()
     sel = spec.stages.finetune.from_
     if sel == "all":
@@ -233,19 +132,19 @@ def select_parents(spec: SweepSpec, pre: list[TrialPlan], skipped: list[Skipped]
         path = f"stages.finetune.from[{i}]"
         if isinstance(item, dict):
             want = {
-                k: _canon(v if k == "seed" else _check_value(k, v, f"{where}: {path}.{k}"))
+                k: canon(v if k == "seed" else check_value(k, v, f"{where}: {path}.{k}"))
                 for k, v in item.items()
             }
-            hits = [tp for tp in pre if all(_canon(tp.axes.get(k)) == v for k, v in want.items())]
+            hits = [tp for tp in pre if all(canon(tp.axes.get(k)) == v for k, v in want.items())]
             if not hits:
-                gone = [s for s in skipped if all(_canon(s.axes.get(k)) == v for k, v in want.items())]
+                gone = [s for s in skipped if all(canon(s.axes.get(k)) == v for k, v in want.items())]
                 why = f"; it was skipped: {gone[0].reason}" if gone else ""
                 raise SpecError(
                     f"{where}: {path}: {item} matches no pretrain trial{why} (pretrain trials: {listing()})"
                 )
             for tp in hits:
                 out.setdefault(tp.trial_id, _of_trial(tp))
-        elif _external(item):
+        elif is_external_ref(item):
             out.setdefault(item, _external_parent(spec, item, path))
         else:
             hit = next((tp for tp in pre if tp.trial_id == str(item)), None)
@@ -280,21 +179,14 @@ def _tag(cfg: TrialConfig, stage: str, parent: str | None = None) -> None:
 
 def resolve_stages(spec: SweepSpec, *, count: bool = True) -> Plan:
     """Pretrain trials, then fine-tune trials (each fine-tune point x each parent, + scratch controls)."""
-    from analysis.mlflow_contract import default_tracking_uri
-
-    plan = Plan(
-        spec=spec,
-        trials=[],
-        storage_path=Path(spec.storage_path).expanduser().resolve(),
-        tracking_uri=spec.tracking_uri or default_tracking_uri(),
-    )
+    plan = Plan.start(spec)
     pre_trials: list[TrialPlan] = []
     pre_skipped: list[Skipped] = []
     if spec.stages.pretrain is not None:
         try:
-            pre = resolve(stage_spec(spec, "pretrain"), count=False)
+            pre = resolve_grid(stage_spec(spec, "pretrain"), count=False)
         except SpecError as e:
-            raise _in_stage(spec, "pretrain", e) from None
+            raise in_stage(spec, "pretrain", e) from None
         plan.notes += pre.notes
         for s in pre.skipped:
             point = {k: v for k, v in s.axes.items() if k != "seed"}
@@ -305,16 +197,16 @@ def resolve_stages(spec: SweepSpec, *, count: bool = True) -> Plan:
             tid = trial_id_for({"stage": "pretrain", **point}, tp.seed)
             axes = {"stage": "pretrain", **tp.axes}
             name = f"pretrain {tp.name}"
-            _finish(plan, tp.config, tid, name, axes)
+            plan.finish(tp.config, tid, name, axes)
             _tag(tp.config, "pretrain")
             pre_trials.append(TrialPlan(tid, name, axes, tp.seed, tp.config, steps=tp.config.train.steps))
     plan.trials += pre_trials
     plan.skipped += pre_skipped
 
     try:
-        ft = resolve(stage_spec(spec, "finetune"), count=False)
+        ft = resolve_grid(stage_spec(spec, "finetune"), count=False)
     except SpecError as e:
-        raise _in_stage(spec, "finetune", e) from None
+        raise in_stage(spec, "finetune", e) from None
     plan.notes += [n for n in ft.notes if n not in plan.notes]
     st = spec.stages.finetune
     parents = select_parents(spec, pre_trials, pre_skipped)
@@ -335,16 +227,14 @@ def resolve_stages(spec: SweepSpec, *, count: bool = True) -> Plan:
             cfg = TrialConfig.from_dict(d, strict=True, where="stages.finetune")
             axes["seed"] = tp.seed
             short = par.key if par.key == SCRATCH or len(par.key) <= 16 else "…" + par.key[-15:]
-            model = " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in par.model_axes.items())
+            model = " ".join(f"{k.split('.')[-1]}={fmt_value(v)}" for k, v in par.model_axes.items())
             name = " ".join(x for x in ("finetune", f"from={short}", model, tp.name) if x)
-            _finish(plan, cfg, tid, name, axes)
+            plan.finish(cfg, tid, name, axes)
             _tag(cfg, "finetune", par.key)
             plan.trials.append(TrialPlan(tid, name, axes, tp.seed, cfg, steps=cfg.train.steps))
     for s in ft.skipped:
         plan.skipped.append(Skipped(s.trial_id, {"stage": "finetune", **s.axes}, s.seed, s.reason))
     if count and spec.estimate.count:
-        from orchestrator.estimate import estimate_plan
-
         estimate_plan(plan)
     return plan
 
@@ -354,4 +244,4 @@ def parent_of(cfg: TrialConfig) -> str | None:
     if stage_of(cfg) != "finetune":
         return None
     key = cfg.axes.get("from")
-    return None if key in (None, SCRATCH) or _external(key) else str(key)
+    return None if key in (None, SCRATCH) or is_external_ref(key) else str(key)

@@ -1,0 +1,232 @@
+"""Inside one trial: run the trial function with the MLflow sink (and, under Ray Tune, the Tune sink), so
+the trial's params, status and error end up in its MLflow run; ``run_tracked`` returns a ``TrialOutcome``.
+
+Used by the Ray trainable of the driver (``orchestrator.driver``) and by ``vits-scaling train``; only the
+Tune sink touches Ray, and only when a trial runs under Tune.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from analysis.mlflow_contract import DONE_STATUSES
+from model.config import TrialConfig, flatten
+from model.sink import MultiSink
+from orchestrator.plan import SpecError, parent_of
+from orchestrator.tracking import MlflowSink, Tracker, TrackingUnavailable, format_error
+
+log = logging.getLogger(__name__)
+
+REPORT_EVERY_S = 10.0  # metrics-only Tune reports are rate limited; checkpoints and the end always report
+CKPT_META = "vits_scaling_checkpoint.json"
+PARAM_SKIP = ("tracking.", "axes.")
+PARAM_SKIP_TOP = {"name", "trial_id", "sweep", "output_dir"}
+
+
+def load_trial_fn(spec: str):
+    """``"package.module:function"`` (or dotted ``package.module.function``) -> the callable."""
+    mod, _, fn = spec.partition(":") if ":" in spec else spec.rpartition(".")
+    try:
+        return getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError) as e:
+        raise SpecError(f"trial_fn {spec!r}: cannot import ({type(e).__name__}: {e})") from None
+
+
+def trial_params(cfg: TrialConfig) -> dict[str, Any]:
+    """MLflow params of a trial: the flattened config (``model.hidden_channels``...) and ``axis.<name>``."""
+    d = cfg.to_dict()
+    out = {
+        k: v
+        for k, v in flatten(d).items()
+        if k not in PARAM_SKIP_TOP and not k.startswith(PARAM_SKIP) and k != "axes"
+    }
+    out.update({f"axis.{k}": v for k, v in cfg.axes.items()})
+    return out
+
+
+class TuneSink:
+    """Reports a trial's latest metrics (and checkpoints) to Ray Tune."""
+
+    def __init__(self, output_dir: str | Path):
+        self.output_dir = Path(output_dir)
+        self.latest: dict[str, float] = {}
+        self.step = 0
+        self._last = 0.0
+
+    def log_params(self, params):
+        pass
+
+    def log_artifact(self, path, artifact_path=None):
+        pass
+
+    def set_status(self, status, message=""):
+        pass
+
+    def log_metrics(self, metrics, step):
+        for k, v in metrics.items():
+            try:
+                self.latest[k] = float(v)
+            except (TypeError, ValueError):
+                continue
+        self.step = max(self.step, int(step))
+        if time.monotonic() - self._last > REPORT_EVERY_S:
+            self.report()
+
+    def report(self, checkpoint=None, **extra) -> None:
+        from ray import tune  # Ray only under Tune (`vits-scaling train` runs without it)
+
+        self._last = time.monotonic()
+        tune.report({**self.latest, "step": self.step, **extra}, checkpoint=checkpoint)
+
+    def log_checkpoint(self, path, step):
+        from ray import tune  # as above
+
+        src = Path(path)
+        try:
+            rel = src.resolve().relative_to(self.output_dir.resolve())
+        except ValueError:
+            rel = Path(src.name)
+        with tempfile.TemporaryDirectory(prefix="vits_ckpt_") as tmp:
+            dst = Path(tmp) / "payload" / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dst)
+            else:
+                try:
+                    os.link(src, dst)  # same filesystem: no copy; Ray copies into storage
+                except OSError:
+                    shutil.copy2(src, dst)
+            (Path(tmp) / CKPT_META).write_text(json.dumps({"step": int(step), "rel": str(rel)}))
+            self.step = max(self.step, int(step))
+            self.report(checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def restore_checkpoint(checkpoint, output_dir: str | Path) -> Path | None:
+    """Put the checkpoint Ray hands a retried trial back where the trial function looks for it."""
+    with checkpoint.as_directory() as d:
+        meta_p = Path(d) / CKPT_META
+        if not meta_p.exists():
+            return None
+        meta = json.loads(meta_p.read_text())
+        src = Path(d) / "payload" / meta["rel"]
+        dst = Path(output_dir) / meta["rel"]
+        if dst.exists():
+            return dst
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+        log.info("restored checkpoint of step %s to %s", meta["step"], dst)
+        return dst
+
+
+class _Watch:
+    """Remembers the last status the trial function set."""
+
+    status: str | None = None
+
+    def log_params(self, params):
+        pass
+
+    def log_metrics(self, metrics, step):
+        pass
+
+    def log_artifact(self, path, artifact_path=None):
+        pass
+
+    def log_checkpoint(self, path, step):
+        pass
+
+    def set_status(self, status, message=""):
+        self.status = status
+
+
+def _finished_metrics(tracker: Tracker, run_id: str) -> dict[str, float] | None:
+    """Final metrics of a run that already finished (a re-run of a finished trial then does nothing)."""
+    try:
+        status, metrics = tracker.run_state(run_id, retry_s=5.0)
+    except TrackingUnavailable:
+        return None
+    if status in DONE_STATUSES:
+        return metrics
+    return None
+
+
+@dataclass
+class TrialOutcome:
+    """How ``run_tracked`` ended: ``status`` (the trial's last status), ``result`` (what the trial function
+    returned), or, for a trial MLflow already holds as done, ``skipped`` with its final ``metrics``.
+
+    ``outcome["status"]`` reads like ``outcome.status`` (callers written against the earlier dict)."""
+
+    status: str
+    result: Any = None
+    metrics: dict[str, float] | None = None
+    skipped: bool = False
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+def run_tracked(cfg: TrialConfig, trial_fn, *, tune_sink: TuneSink | None = None) -> TrialOutcome:
+    """Run one trial with MLflow (+ Tune) sinks; the trial's status and error end up in its run."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ml = MlflowSink.for_trial(cfg, local_dir=out / "tracking")
+    if ml.run_id:
+        done = _finished_metrics(ml.tracker, ml.run_id)
+        if done is not None:
+            log.info("trial %s already finished in MLflow; not re-running", cfg.trial_id)
+            if tune_sink is not None:
+                tune_sink.latest.update(done)
+                tune_sink.report(already_finished=1)
+            return TrialOutcome("finished", metrics=done, skipped=True)
+    ml.set_status("running")
+    ml.log_params(trial_params(cfg))
+    watch = _Watch()
+    sink = MultiSink(ml, watch, tune_sink)
+    try:
+        result = trial_fn(cfg, sink, resume=True)
+    except (SystemExit, KeyboardInterrupt) as e:  # stopped by Tune (cancel, Ctrl+C): resumable, not failed
+        try:
+            ml.set_status("cancelled", f"stopped: {type(e).__name__}")
+            ml.close()
+        except TrackingUnavailable:
+            pass
+        raise
+    except BaseException as e:
+        try:
+            ml.set_status("failed", format_error(e))
+            ml.close()
+        except TrackingUnavailable as te:
+            raise te from e
+        raise
+    if watch.status not in ("finished", "diverged", "failed"):
+        ml.set_status("finished")
+    ml.close()
+    if tune_sink is not None:
+        tune_sink.report(done=1)
+    return TrialOutcome(watch.status or "finished", result=result)
+
+
+def check_parent(cfg: TrialConfig, trials: dict[str, dict]) -> None:
+    """A fine-tune trial starts only from a parent that finished (its last checkpoint is its final one)."""
+    parent = parent_of(cfg)
+    if parent is None or parent not in trials:
+        return
+    rid = trials[parent]["tracking"].get("run_id")
+    status = None
+    if rid:
+        status, _ = Tracker(cfg.tracking.uri).run_state(rid, what="get parent run", retry_s=30.0)
+    if status != "finished":
+        raise RuntimeError(
+            f"fine-tune trial {cfg.trial_id} starts from pretrain trial {parent}, which is {status or 'unknown'}"
+            " (not finished); resume the sweep once it has finished"
+        )
