@@ -21,6 +21,10 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 
+from analysis.mlflow_contract import default_tracking_uri
+from orchestrator.driver import submit_sweep
+from orchestrator.plan import base_config, load_spec
+
 console = Console()
 
 DEFAULT_SPEC = Path("sweeps/demo.yaml")
@@ -52,10 +56,7 @@ def run_demo(
     tracking_uri: str | None = None,
     holdout_above: float = HOLDOUT_ABOVE,
 ):
-    from analysis.mlflow_contract import default_tracking_uri
-    from model.data import prepare_data
-    from orchestrator.driver import submit_sweep
-    from orchestrator.plan import base_config, load_spec
+    from model.data import prepare_data  # model.data loads torch: only once the demo runs
 
     t0 = time.time()
     spec = load_spec(spec_path)

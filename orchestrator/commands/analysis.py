@@ -16,13 +16,13 @@ METRIC_HELP = "metric column to fit (default val_nelbo: the held-out VITS NELBO,
 
 
 def _load(source: str, tracking_uri: str | None, n_col=None, d_col=None, c_col=None):
-    from analysis.table import load
+    from analysis.table import load  # pandas: only loaded by the command using it
 
     return load(source, tracking_uri_=tracking_uri, n_col=n_col, d_col=d_col, c_col=c_col)
 
 
 def _curves(source: str, table, metric: str, tracking_uri: str | None):
-    from analysis.table import curves_from_file, curves_mlflow
+    from analysis.table import curves_from_file, curves_mlflow  # pandas: only loaded by the command using it
 
     if Path(source).exists():
         return curves_from_file(source, metric)
@@ -66,8 +66,8 @@ def register(app: typer.Typer) -> None:
         tracking_uri: str = typer.Option(None, "--tracking-uri"),
     ) -> None:
         """Fit scaling laws (Chinchilla Approaches 1-3) to a sweep or a table."""
-        from analysis.fit import FitRefused
-        from analysis.suite import run_suite
+        from analysis.fit import FitRefused  # scipy: only loaded by the command using it
+        from analysis.suite import run_suite  # scipy: only loaded by the command using it
 
         if approach not in ("1", "2", "3", "all"):
             raise typer.BadParameter("--approach must be 1, 2, 3 or all")
@@ -119,7 +119,10 @@ def register(app: typer.Typer) -> None:
         tracking_uri: str = typer.Option(None, "--tracking-uri"),
     ) -> None:
         """Write the HTML scaling report (and log it to the sweep's MLflow parent run)."""
-        from analysis.report import log_report_to_mlflow, write_report
+        from analysis.report import (
+            log_report_to_mlflow,
+            write_report,
+        )  # matplotlib: only loaded by the command using it
 
         with clean_errors(ValueError, FileNotFoundError):
             table = _load(source, tracking_uri)
@@ -159,10 +162,10 @@ def register(app: typer.Typer) -> None:
         tracking_uri: str = typer.Option(None, "--tracking-uri"),
     ) -> None:
         """Compute-optimal N and D for a budget, predicted loss and MOS, and the nearest model config."""
-        from analysis.allocate import DEFAULT_MFU
-        from analysis.allocate import allocate as _allocate
-        from analysis.fit import FitRefused
-        from analysis.suite import run_suite
+        from analysis.allocate import DEFAULT_MFU  # scipy: only loaded by the command using it
+        from analysis.allocate import allocate as _allocate  # scipy: only loaded by the command using it
+        from analysis.fit import FitRefused  # scipy: only loaded by the command using it
+        from analysis.suite import run_suite  # scipy: only loaded by the command using it
 
         with clean_errors(ValueError, FileNotFoundError):
             if (budget is None) == (gpu_hours is None):
@@ -177,7 +180,9 @@ def register(app: typer.Typer) -> None:
                 raise FitRefused("allocate", s.refused.get("approach3") or s.refused.get("all", "no fit"))
             ts = None
             if quality and quality in s.table.columns and metric in s.table.columns:
-                from analysis.predict import two_step_from_table
+                from analysis.predict import (
+                    two_step_from_table,
+                )  # scipy: only loaded by the command using it
 
                 try:
                     ts = two_step_from_table(s.table, metric=quality, loss=metric, n_boot=n_boot)
@@ -227,8 +232,8 @@ def register(app: typer.Typer) -> None:
         tracking_uri: str = typer.Option(None, "--tracking-uri"),
     ) -> None:
         """Fit on the smaller-compute trials, predict the held-out largest ones, score every law."""
-        from analysis.backtest import backtest as _backtest
-        from analysis.table import usable
+        from analysis.backtest import backtest as _backtest  # scipy: only loaded by the command using it
+        from analysis.table import usable  # pandas: only loaded by the command using it
 
         with clean_errors(ValueError, FileNotFoundError):
             table = usable(_load(source, tracking_uri))
@@ -267,8 +272,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _plots(s, out: Path) -> None:
-    from analysis import plots
-    from analysis.suite import c_range, k_of
+    from analysis import plots  # matplotlib: only loaded by the command using it
+    from analysis.suite import c_range, k_of  # scipy: only loaded by the command using it
 
     t = s.table
     if "approach3" in s.fits:

@@ -6,6 +6,10 @@ from pathlib import Path
 
 import typer
 
+from model.config import ConfigError
+from orchestrator.commands._common import clean_errors, console, print_json
+from orchestrator.commands.model import load_any_config
+
 data_app = typer.Typer(
     help="Corpora and features: build the offline corpus, validate a corpus, fill the shared feature cache.",
     no_args_is_help=True,
@@ -16,8 +20,6 @@ _JSON = typer.Option(False, "--json", help="print one JSON object")
 
 
 def _config(path: Path | None, corpus: str | None):
-    from orchestrator.commands.model import load_any_config
-
     cfg, _unknown = load_any_config(path)
     if corpus is not None:
         cfg.data.corpus = corpus
@@ -27,11 +29,9 @@ def _config(path: Path | None, corpus: str | None):
 
 
 def _errors():
-    from model.config import ConfigError
-    from model.data.corpus import CorpusError
+    from model.data.corpus import CorpusError  # model.data loads torch: only for the data commands
     from model.data.subsets import NotEnoughDataError
     from model.data.validate import DataValidationError
-    from orchestrator.commands._common import clean_errors
 
     return clean_errors(
         ConfigError, CorpusError, DataValidationError, NotEnoughDataError, ValueError, FileNotFoundError
@@ -57,8 +57,7 @@ def synth(
     as_json: bool = _JSON,
 ) -> None:
     """Build the built-in offline corpus: generated sentences spoken by Open JTalk's HTS voice."""
-    from model.data.builtin import build_builtin_corpus
-    from orchestrator.commands._common import console, print_json
+    from model.data.builtin import build_builtin_corpus  # torch, as in _errors
 
     with _errors():
         c = build_builtin_corpus(
@@ -81,7 +80,7 @@ def synth(
         "synth_seconds": round(c.synth_seconds, 2),
     }
     if degrade:
-        from model.data.quality import read_degradations
+        from model.data.quality import read_degradations  # torch, as in _errors
 
         deg = read_degradations(c.dir)
         res["degraded"] = len(deg)
@@ -106,8 +105,7 @@ def prepare(
     as_json: bool = _JSON,
 ) -> None:
     """Validate a corpus and fill the shared feature cache; a second run does no work."""
-    from model.data import prepare_data
-    from orchestrator.commands._common import console, print_json
+    from model.data import prepare_data  # torch, as in _errors
 
     with _errors():
         cfg = _config(config, corpus)
@@ -145,9 +143,8 @@ def info(
     """Validate a corpus (cached) and print its size, speakers, available hours and dropped items."""
     from collections import Counter
 
-    from model.data import load_validated_manifest
+    from model.data import load_validated_manifest  # torch, as in _errors
     from model.data.subsets import split
-    from orchestrator.commands._common import console, print_json
 
     with _errors():
         cfg = _config(config, corpus)
@@ -193,11 +190,10 @@ def quality(
     as_json: bool = _JSON,
 ) -> None:
     """Per-utterance quality scores (cached per corpus): distributions, per degradation kind, and a table."""
-    from model.data import load_validated_manifest
+    from model.data import load_validated_manifest  # torch, as in _errors
     from model.data.prepare import default_workers
     from model.data.quality import read_degradations, score_corpus, summarize, table_rows, write_table
     from model.data.select import parse_quality
-    from orchestrator.commands._common import console, print_json
 
     with _errors():
         cfg = _config(config, corpus)
@@ -269,8 +265,7 @@ def _fmt(v) -> str:
 @data_app.command("g2p")
 def g2p_cmd(text: str = typer.Argument(..., help="Japanese text"), as_json: bool = _JSON) -> None:
     """Show the normalised text, phones with tones, and word2ph of a sentence."""
-    from model.text.g2p import g2p
-    from orchestrator.commands._common import console, print_json
+    from model.text.g2p import g2p  # pyopenjtalk (native): only for `data g2p`
 
     r = g2p(text)
     if as_json:

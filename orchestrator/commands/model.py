@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
+
+from model.config import ConfigError, TrialConfig, load_config, load_sbv2_config
+from orchestrator.commands._common import clean_errors, console, err_console, print_json
 
 model_app = typer.Typer(
     help="Inspect model configurations: parameters and FLOPs per training step.", no_args_is_help=True
@@ -13,8 +17,6 @@ model_app = typer.Typer(
 
 def load_any_config(path: Path | None):
     """A Style-Bert-VITS2 ``config.json`` or this project's YAML/JSON; returns (config, unknown keys)."""
-    from model.config import TrialConfig, load_config, load_sbv2_config
-
     if path is None:
         return TrialConfig(), []
     if path.suffix == ".json" and _looks_sbv2(path):
@@ -23,10 +25,6 @@ def load_any_config(path: Path | None):
 
 
 def _looks_sbv2(path: Path) -> bool:
-    import json
-
-    from model.config import ConfigError
-
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -54,9 +52,7 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Parameters per submodule and FLOPs per training step (generator + discriminators, fwd + bwd)."""
-    from model.config import ConfigError
-    from model.counting import DEFAULT_UTTERANCE_S, model_info, step_shape
-    from orchestrator.commands._common import clean_errors, console, err_console, print_json
+    from model.counting import DEFAULT_UTTERANCE_S, model_info, step_shape  # torch: only for `model info`
 
     with clean_errors(ConfigError, ValueError, FileNotFoundError):
         cfg, unknown = load_any_config(config)

@@ -10,16 +10,18 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from analysis.mlflow_contract import default_tracking_uri
 from orchestrator.commands._common import clean_errors, console, err_console, print_json
+from orchestrator.driver import cancel_sweep, resume_sweep, submit_sweep
+from orchestrator.plan import SpecError
+from orchestrator.runs import STATUS_METRICS, best, locate, sweep_status
+from orchestrator.state import SweepNotFound
+from orchestrator.tracking import TrackingError, TrackingUnavailable, local_artifact_root
 
 sweep_app = typer.Typer(help="Submit, watch, resume and cancel sweeps.", no_args_is_help=True)
 
 
 def _errors():
-    from orchestrator.plan import SpecError
-    from orchestrator.state import SweepNotFound
-    from orchestrator.tracking import TrackingError, TrackingUnavailable
-
     return clean_errors(
         SpecError, SweepNotFound, TrackingUnavailable, TrackingError, ValueError, FileNotFoundError
     )
@@ -129,8 +131,6 @@ def submit(
     quiet: bool = typer.Option(False, "--quiet", help="no per-trial progress lines"),
 ) -> None:
     """Validate a sweep, print its trial table and run it (re-submitting a submitted sweep resumes it)."""
-    from orchestrator.driver import submit_sweep
-
     with _errors():
         plan_only = submit_sweep(file, address=address, dry_run=True)
         if dry_run:
@@ -157,8 +157,6 @@ def status(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Trial table with state, step and latest metrics."""
-    from orchestrator.runs import STATUS_METRICS, sweep_status
-
     with _errors():
         s = sweep_status(name, storage=storage)
     if json_out:
@@ -193,8 +191,6 @@ def resume(
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """Continue a sweep: finished trials are kept, unfinished and failed ones continue from checkpoints."""
-    from orchestrator.driver import resume_sweep
-
     with _errors():
         result = resume_sweep(name, address=address, storage=storage, progress=not (quiet or json_out))
     if json_out:
@@ -211,8 +207,6 @@ def cancel(
     storage: str | None = typer.Option(None, "--storage"),
 ) -> None:
     """Stop a running sweep (Tune saves its state; `sweep resume` continues it)."""
-    from orchestrator.driver import cancel_sweep
-
     with _errors():
         r = cancel_sweep(name, storage=storage)
     if r["driver_signalled"]:
@@ -238,8 +232,6 @@ def best_cmd(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """The best finished trials of a sweep by a metric."""
-    from orchestrator.runs import best
-
     with _errors():
         rows = best(
             sweep, metric, mode, top, where, storage=storage, tracking_uri=tracking_uri, experiment=experiment
@@ -274,10 +266,6 @@ def ui_cmd(
     tracking_uri: str | None = typer.Option(None, "--tracking-uri"),
 ) -> None:
     """Start the MLflow UI on 127.0.0.1 for a sweep's tracking store."""
-    from analysis.mlflow_contract import default_tracking_uri
-    from orchestrator.runs import locate
-    from orchestrator.tracking import local_artifact_root
-
     with _errors():
         uri = tracking_uri or (locate(sweep, storage=storage)[0] if sweep else default_tracking_uri())
     if uri.startswith(("http://", "https://")):

@@ -15,6 +15,12 @@ from pathlib import Path
 
 import typer
 
+from model.config import ConfigError
+from model.sink import MemorySink
+from orchestrator.commands._common import clean_errors, console, err_console, print_json
+from orchestrator.commands.model import load_any_config
+from orchestrator.trial import run_tracked
+
 SHOWN = ("loss_mel", "loss_kl", "loss_g_total", "val_nelbo", "val_mel_l1")
 
 
@@ -88,10 +94,7 @@ def train_command(
     as_json: bool = typer.Option(False, "--json", help="print the result as one JSON object"),
 ) -> None:
     """Train and evaluate one trial (compute budget or steps), with checkpoints and MLflow logging."""
-    from model.config import ConfigError
-    from model.train.checkpoint import CheckpointMismatch
-    from orchestrator.commands._common import clean_errors, console, err_console, print_json
-    from orchestrator.commands.model import load_any_config
+    from model.train.checkpoint import CheckpointMismatch  # model.train loads torch: only for `train`
 
     with clean_errors(ConfigError, CheckpointMismatch, FileNotFoundError, ValueError):
         cfg, unknown = load_any_config(config)
@@ -132,8 +135,7 @@ def run_from_cli(cfg, *, resume: bool, tracking: bool, console):
     """Run ``cfg`` with a progress bar; MLflow through the orchestrator when ``tracking``."""
     from functools import partial
 
-    from model.sink import MemorySink
-    from model.train import TrialResult, run_trial
+    from model.train import TrialResult, run_trial  # torch, as in train_command
 
     out = Path(cfg.output_dir)
     with _Bar(console) as bar:
@@ -147,8 +149,6 @@ def run_from_cli(cfg, *, resume: bool, tracking: bool, console):
                 )
             )
             return result
-        from orchestrator.trial import run_tracked
-
         holder: dict = {}
 
         def trial_fn(c, sink, resume=True):
@@ -160,7 +160,7 @@ def run_from_cli(cfg, *, resume: bool, tracking: bool, console):
         console.print(
             "[yellow]this trial already finished in MLflow; nothing to do (use --no-resume for a new run)"
         )
-        from model.train.checkpoint import checkpoint_dir, latest_checkpoint
+        from model.train.checkpoint import checkpoint_dir, latest_checkpoint  # torch, as above
 
         last = latest_checkpoint(checkpoint_dir(cfg))
         steps = int(done.metrics.get("steps", 0))
