@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
+from model.commons import get_padding
+
 LRELU_SLOPE = 0.1
 
 # public channel plans (width 1.0)
@@ -48,10 +50,6 @@ def _norm(use_spectral_norm: bool):
     return spectral_norm if use_spectral_norm else weight_norm
 
 
-def _pad(kernel: int, dilation: int = 1) -> int:
-    return (kernel * dilation - dilation) // 2
-
-
 class DiscriminatorP(nn.Module):
     """Folds the waveform into (T / period, period) and runs 2-D convs along time, one column per phase."""
 
@@ -69,7 +67,7 @@ class DiscriminatorP(nn.Module):
         chans = [1] + [scaled(c, width) for c in PERIOD_CHANNELS]
         strides = [stride] * (len(PERIOD_CHANNELS) - 1) + [1]
         self.convs = nn.ModuleList(
-            norm(nn.Conv2d(c_in, c_out, (kernel_size, 1), (s, 1), padding=(_pad(kernel_size), 0)))
+            norm(nn.Conv2d(c_in, c_out, (kernel_size, 1), (s, 1), padding=(get_padding(kernel_size), 0)))
             for c_in, c_out, s in zip(chans[:-1], chans[1:], strides, strict=True)
         )
         self.conv_post = norm(nn.Conv2d(chans[-1], 1, (3, 1), 1, padding=(1, 0)))
@@ -102,7 +100,11 @@ class DiscriminatorS(nn.Module):
         for i, (k, s, g) in enumerate(zip(SCALE_KERNELS, SCALE_STRIDES, SCALE_GROUPS, strict=True)):
             c_in, c_out = chans[i], chans[i + 1]
             layers.append(
-                norm(nn.Conv1d(c_in, c_out, k, s, groups=_groups(c_in, c_out, g, width), padding=_pad(k)))
+                norm(
+                    nn.Conv1d(
+                        c_in, c_out, k, s, groups=_groups(c_in, c_out, g, width), padding=get_padding(k)
+                    )
+                )
             )
         self.convs = nn.ModuleList(layers)
         self.conv_post = norm(nn.Conv1d(chans[-1], 1, 3, 1, padding=1))
