@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -45,7 +47,7 @@ class DataConfig:
     style2id: dict[str, int] = field(default_factory=lambda: {"Neutral": 0})
     # --- project keys ---
     corpus: str = "builtin"  # "builtin" (offline synthetic corpus), a directory or an esd.list path
-    corpus_format: str = "auto"  # auto | esd | jsut | jvs | builtin
+    corpus_format: Literal["auto", "esd", "jsut", "jvs", "builtin"] = "auto"
     builtin_hours: float = 0.5  # size of the built-in corpus when corpus == "builtin"
     builtin_seed: int = 0
     corpus_dir: str = "data/corpus"  # where corpora we build (builtin) are written
@@ -87,7 +89,7 @@ class ModelConfig:
     n_layers: int = 6
     kernel_size: int = 3
     p_dropout: float = 0.1
-    resblock: str = "1"
+    resblock: Literal["1", "2"] = "1"  # ResBlock1 | ResBlock2 (a string, as in SBV2's config.json)
     resblock_kernel_sizes: list[int] = field(default_factory=lambda: [3, 7, 11])
     resblock_dilation_sizes: list[list[int]] = field(
         default_factory=lambda: [[1, 3, 5], [1, 3, 5], [1, 3, 5]]
@@ -121,7 +123,8 @@ class ModelConfig:
     disc_width: float = 1.0  # channel multiplier of every discriminator (1.0 = public sizes)
     disc_periods: list[int] = field(default_factory=lambda: [2, 3, 5, 7, 11])
     gradient_checkpointing: bool = False
-    mas_impl: str = "auto"  # monotonic alignment search: auto (numba on CPU, torch on CUDA) | numba | torch
+    # monotonic alignment search: auto (numba on CPU, torch on CUDA) | numba | torch | reference (python)
+    mas_impl: Literal["auto", "numba", "torch", "reference"] = "auto"
     mas_noise_scale_initial: float = 0.01  # noise-scaled MAS (SBV2 train script values)
     mas_noise_scale_delta: float = 2e-6  # subtracted per optimizer step, floored at 0
     sdp_filter_channels: int = 192  # stochastic duration predictor width (public: fixed 192)
@@ -166,10 +169,11 @@ class TrainConfig:
     keep_checkpoints: int = 2
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     deterministic: bool = False
-    scheduler_per: str = "epoch"  # epoch (SBV2: lr_decay once per epoch) | step (independent of data size)
+    # epoch (SBV2: lr_decay once per epoch) | step (independent of data size)
+    scheduler_per: Literal["epoch", "step"] = "epoch"
     # --- starting from another trial's weights (model/train/init.py) ---
     init_from: str | None = None  # checkpoint file, trial dir / checkpoints dir, or "sweep:<name>/<trial_id>"
-    init_speakers: str = "resize"  # resize | reinit | keep: emb_g when loading init_from
+    init_speakers: Literal["resize", "reinit", "keep"] = "resize"  # emb_g when loading init_from
     freeze: list[str] = field(
         default_factory=list
     )  # generator parts kept fixed: enc_p, flow, dec, emb_g, dotted
@@ -179,7 +183,7 @@ class TrainConfig:
 class EvalConfig:
     eval_every: int = 0  # 0: only at the end
     n_utterances: int = 4  # held-out sentences synthesised per evaluation
-    mos_backend: str = "dnsmos"  # dnsmos | utmos | none
+    mos_backend: Literal["dnsmos", "utmos", "none"] = "dnsmos"
     n_audio_samples: int = 2  # wavs logged per evaluation
     noise_scale: float = 0.667
     noise_scale_w: float = 0.8
@@ -247,6 +251,8 @@ def build_dataclass(
     """``cls`` (a config dataclass) from a mapping, coercing each field; errors name ``where.field``.
 
     ``strict``: an unknown key is a ``ConfigError``; otherwise it is appended to ``unknown`` (if given).
+    A ``Literal[...]`` field (a choice: ``train.scheduler_per``, ``eval.mos_backend``, ...) refuses any other
+    value here, when the config is built, with the allowed values in the message.
     """
     if d is None:
         return cls()
@@ -266,16 +272,44 @@ def build_dataclass(
         if sub is not None:
             kwargs[key] = build_dataclass(sub, value, strict=strict, where=path, unknown=unknown)
         else:
-            kwargs[key] = _coerce(known[key], value, path)
+            kwargs[key] = _coerce(known[key], value, path, cls)
     return cls(**kwargs)
 
 
-def _coerce(f: dataclasses.Field, value: Any, path: str) -> Any:
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def literal_choices(cls: type, name: str) -> tuple[Any, ...] | None:
+    """The values a ``Literal[...]`` field of config dataclass ``cls`` allows (None: not a choice field)."""
+    hint = _hints(cls).get(name)
+    if typing.get_origin(hint) is not Literal:
+        return None
+    return typing.get_args(hint)
+
+
+def _coerce_choice(value: Any, allowed: tuple[Any, ...], path: str) -> Any:
+    """A choice field's value, or a ``ConfigError`` naming the field and the allowed values.
+
+    A whole number spelling a string choice is that string (``resblock: 2`` is ``"2"``; MLflow params
+    read back from a table come as numbers)."""
+    if isinstance(value, int) and not isinstance(value, bool) and str(value) in allowed:
+        value = str(value)
+    if isinstance(value, str) and value in allowed:
+        return value
+    raise ConfigError(f"{path}: {value!r} is not allowed (allowed: {', '.join(map(str, allowed))})")
+
+
+def _coerce(f: dataclasses.Field, value: Any, path: str, cls: type) -> Any:
     t = f.type if isinstance(f.type, str) else str(f.type)
     if value is None:
         if "None" in t:
             return None
         raise ConfigError(f"{path}: must not be null (type {t})")
+    allowed = literal_choices(cls, f.name)
+    if allowed is not None:
+        return _coerce_choice(value, allowed, path)
     base = t.replace(" | None", "")
     try:
         if base == "int":

@@ -609,8 +609,6 @@ class SynthesizerTrn(nn.Module):
             raise ConfigError(f"data.n_speakers must be >= 1, got {d.n_speakers}")
         if segment_size % hop:
             raise ConfigError(f"train.segment_size {segment_size} is not a multiple of hop_length {hop}")
-        if m.mas_impl not in ("auto", "numba", "torch", "reference"):
-            raise ConfigError(f"model.mas_impl: unknown {m.mas_impl!r} (auto, numba, torch)")
         spec_channels = d.n_mel_channels if m.use_mel_posterior_encoder else d.filter_length // 2 + 1
         return cls(
             n_vocab=m.n_vocab if m.n_vocab is not None else symbols.NUM_SYMBOLS,

@@ -34,11 +34,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from model.config import ConfigError, TrialConfig
+from model.config import ConfigError, TrainConfig, TrialConfig, literal_choices
 from model.text import symbols
 from model.train import checkpoint as ckpt
 
-SPEAKER_MODES = ("resize", "reinit", "keep")
+SPEAKER_MODES = literal_choices(TrainConfig, "init_speakers")  # resize, reinit, keep
 SPEAKER_KEY = "emb_g.weight"
 
 
@@ -184,7 +184,7 @@ def check_model_matches(payload: dict[str, Any], cfg: TrialConfig, path: Path) -
 def load_init(state, cfg: TrialConfig) -> InitInfo:
     """Load ``cfg.train.init_from``'s weights into ``state`` (a ``model.step.TrainState``); returns what it was."""
     t = cfg.train
-    if t.init_speakers not in SPEAKER_MODES:
+    if t.init_speakers not in SPEAKER_MODES:  # built configs are checked; this catches one set afterwards
         raise ConfigError(f"train.init_speakers: {t.init_speakers!r} (allowed: {', '.join(SPEAKER_MODES)})")
     path = resolve_init_path(str(t.init_from), cfg)
     try:

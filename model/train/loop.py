@@ -162,14 +162,9 @@ def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
 
     step_fn = step_fn or train_step
     t, e = cfg.train, cfg.eval
-    if t.scheduler_per not in ("epoch", "step"):
-        raise ValueError(f"train.scheduler_per must be 'epoch' or 'step', got {t.scheduler_per!r}")
+    # train.scheduler_per and eval.mos_backend are choices: checked when the config is built (model.config)
     if t.log_interval < 1:
         raise ValueError(f"train.log_interval must be >= 1, got {t.log_interval}")
-    if e.mos_backend not in ("dnsmos", "utmos", "none"):
-        raise ValueError(
-            f"eval.mos_backend: unknown backend {e.mos_backend!r} (allowed: dnsmos, utmos, none)"
-        )
     if e.mos_backend == "utmos" and e.n_utterances > 0:  # fail now, not after hours of training
         from model.metrics.mos import load_utmos
 
