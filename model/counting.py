@@ -49,7 +49,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+import model.mas as mas
+import model.step as model_step  # attributes looked up at call time: tests replace train_step
 from model.config import TrialConfig
+from model.discriminators import WavLMFeatures
 
 DEFAULT_UTTERANCE_S = 4.0
 PHONES_PER_SECOND = 14.0  # Japanese read speech: about 7-8 morae, 14 phones per second
@@ -93,11 +96,9 @@ def config_hash(cfg: TrialConfig) -> str:
 
 
 def _meta_nets(cfg: TrialConfig) -> dict[str, nn.Module]:
-    from model.step import build_discriminators, build_generator
-
     with torch.device("meta"):
-        nets = {"net_g": build_generator(cfg)}
-        nets.update(build_discriminators(cfg))
+        nets = {"net_g": model_step.build_generator(cfg)}
+        nets.update(model_step.build_discriminators(cfg))
     return nets
 
 
@@ -176,7 +177,6 @@ def _zero_alignment(net_g: nn.Module):
     """While counting on ``meta``, alignment returns an all-zero path (MAS is a data-dependent DP with
     numba / python loops that cannot run on ``meta``). The two matmuls that build MAS's score matrix
     (frames x tokens x channels each) still run, so their FLOPs are counted."""
-    import model.mas as mas
 
     def zero_align(z_p, m_p, logs_p, x_mask, y_mask):
         with torch.no_grad():
@@ -236,9 +236,10 @@ def _lstm_as_matmuls(nets: list[nn.Module]):
 
 def _meta_wavlm(cfg: TrialConfig):
     """A WavLM of the configured size on ``meta`` (counting needs shapes, not pretrained weights)."""
-    from transformers import WavLMConfig, WavLMModel
-
-    from model.discriminators import WavLMFeatures
+    from transformers import (  # heavy, and only for a config with the WavLM discriminator
+        WavLMConfig,
+        WavLMModel,
+    )
 
     slm = cfg.model.slm
     try:  # the configured model's own architecture when it is on disk (never downloads)
@@ -307,22 +308,20 @@ def step_flops(cfg: TrialConfig, shape: StepShape, *, disk_cache: str | Path | N
     if cached is not None:
         _CACHE[key] = cached
         return cached
-    from model.step import build_generator, build_train_state, train_step
-
     cfg = TrialConfig.from_dict(cfg.to_dict())
     cfg.train.batch_size, cfg.train.segment_size = shape.batch_size, shape.segment_size
     with torch.device("meta"):
-        net_g = build_generator(cfg)
+        net_g = model_step.build_generator(cfg)
         wavlm = (
             _meta_wavlm(cfg)
             if (cfg.model.use_wavlm_discriminator and cfg.model.wavlm_discriminator)
             else None
         )
-        state = build_train_state(cfg, "meta", net_g=net_g, wavlm=wavlm)
+        state = model_step.build_train_state(cfg, "meta", net_g=net_g, wavlm=wavlm)
     batch = meta_batch(cfg, shape)
     nets = list(state.nets().values())
     with _zero_alignment(state.net_g), _lstm_as_matmuls(nets), FlopCounterMode(display=False) as counter:
-        train_step(state, batch, update=False)
+        model_step.train_step(state, batch, update=False)
     flops = int(counter.get_total_flops())
     _CACHE[key] = flops
     _disk_store(disk_cache, disk_key, flops)

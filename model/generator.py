@@ -581,7 +581,9 @@ class SynthesizerTrn(nn.Module):
     ) -> SynthesizerTrn:
         """Build from the config sections; ``segment_size`` in samples (``train.segment_size``; default
         ``TrainConfig().segment_size``)."""
-        from model.text import symbols
+        from model.text import (
+            symbols,  # the model.text package loads pyopenjtalk (g2p); nets need only the table
+        )
 
         m, d = model_cfg, data_cfg
         segment_size = TrainConfig().segment_size if segment_size is None else segment_size

@@ -39,6 +39,7 @@ from model.discriminators import (
     WavLMDiscriminator,
     WavLMFeatures,
 )
+from model.generator import SynthesizerTrn
 from model.losses import (
     discriminator_loss,
     duration_loss,
@@ -156,8 +157,6 @@ def _sched(opt: torch.optim.Optimizer, cfg: TrialConfig) -> torch.optim.lr_sched
 
 
 def build_generator(cfg: TrialConfig) -> nn.Module:
-    from model.generator import SynthesizerTrn
-
     return SynthesizerTrn.from_config(cfg.model, cfg.data, segment_size=cfg.train.segment_size)
 
 

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from model.config import TrialConfig
+from model.data import prepare_data
 
 
 @dataclass
@@ -27,8 +28,6 @@ class TrialData:
 
     @classmethod
     def prepare(cls, cfg: TrialConfig, *, device: torch.device, progress: bool = False) -> TrialData:
-        from model.data import prepare_data
-
         prepared = prepare_data(cfg, progress=progress)
         if len(prepared.train_items) == 0:
             raise ValueError(

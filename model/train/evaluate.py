@@ -49,6 +49,7 @@ import torch
 
 from model.audio import mel_from_config, spec_to_mel
 from model.config import TrialConfig
+from model.metrics import SynthesisTimer, compare, predict_mos
 from model.step import batch_to_device
 
 REF_KEYS = ("val_mcd", "val_logf0_rmse", "val_logf0_corr", "val_vuv_error")
@@ -166,8 +167,6 @@ def evaluate(
     synthesis: bool = True,
 ) -> EvalResult:
     """All validation metrics of ``net_g`` on ``val_batches`` (collated held-out batches, fixed order)."""
-    from model.metrics import SynthesisTimer, compare, predict_mos
-
     t0 = time.perf_counter()
     device = torch.device(device)
     d, e = cfg.data, cfg.eval

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from model.config import ConfigError, TrainConfig, TrialConfig, literal_choices
+from model.step import build_generator, build_train_state
 from model.text import symbols
 from model.train import checkpoint as ckpt
 
@@ -245,8 +246,6 @@ def freeze(net: nn.Module, names: list[str]) -> list[str]:
 
 def build_state(cfg: TrialConfig, device):
     """``model.step.build_train_state`` with ``train.freeze`` applied before the optimizers are made."""
-    from model.step import build_generator, build_train_state
-
     if not cfg.train.freeze:
         return build_train_state(cfg, device)
     net_g = build_generator(cfg)

@@ -32,7 +32,11 @@ import numpy as np
 import torch
 
 from model.config import TrialConfig
+from model.counting import flops_per_step, parameter_counts
+from model.mas import maximum_path
+from model.metrics.mos import load_utmos
 from model.sink import Sink
+from model.step import resolve_device, scheduler_step, train_step
 from model.train import checkpoint as ckpt
 from model.train.budget import Budget, plan_budget
 from model.train.data import TrialData
@@ -82,11 +86,9 @@ def warm_numba_threads() -> None:
     run - uses the same number of threads (and so the same float reduction order)."""
     n = torch.get_num_threads()
     try:
-        from model.mas import maximum_path
-
         v = torch.zeros(1, 2, 2)
         maximum_path(v, torch.ones(1, 2, 2), impl="numba")
-    except Exception:  # pragma: no cover - numba missing: nothing to warm
+    except Exception:  # pragma: no cover - numba could not start its pool: nothing to warm
         pass
     torch.set_num_threads(n)
 
@@ -100,8 +102,6 @@ def system_params(device: torch.device) -> dict[str, str]:
 
 
 def _static_metrics(cfg: TrialConfig, budget: Budget, data: TrialData) -> dict[str, float]:
-    from model.counting import parameter_counts
-
     counts = parameter_counts(cfg)
     m: dict[str, float] = {
         "params_generator": counts["generator"]["total"],
@@ -157,17 +157,12 @@ def run_trial(
 
 
 def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
-    from model.counting import flops_per_step
-    from model.step import resolve_device, scheduler_step, train_step
-
     step_fn = step_fn or train_step
     t, e = cfg.train, cfg.eval
     # train.scheduler_per and eval.mos_backend are choices: checked when the config is built (model.config)
     if t.log_interval < 1:
         raise ValueError(f"train.log_interval must be >= 1, got {t.log_interval}")
     if e.mos_backend == "utmos" and e.n_utterances > 0:  # fail now, not after hours of training
-        from model.metrics.mos import load_utmos
-
         load_utmos()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
