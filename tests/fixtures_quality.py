@@ -48,7 +48,8 @@ def degraded_corpus(tmp_path_factory):
 @pytest.fixture(scope="session")
 def degraded_scores(degraded_corpus, quality_cache):
     from model.data import load_validated_manifest
-    from model.data.quality import read_degradations, score_corpus
+    from model.data.quality import score_corpus
+    from model.data.quality_report import read_degradations
 
     if "scores" not in _BUILT:
         d = data_cfg(degraded_corpus.dir, quality_cache).data

@@ -10,7 +10,7 @@ import soundfile as sf
 from fixtures_data import data_cfg, tone_wav
 
 from model.data.corpus import CorpusError, detect_format, read_corpus
-from model.data.prepare import load_validated_manifest
+from model.data.sources import load_validated_manifest
 from model.data.validate import DataValidationError, validate
 
 
@@ -179,7 +179,7 @@ def test_validation_strict_names_file_and_line(bad_corpus, tmp_path):
 def test_validated_manifest_is_cached(bad_corpus, tmp_path, monkeypatch):
     cfg = data_cfg(bad_corpus, tmp_path / "cache", max_duration_s=3.0)
     _, items, _, mdir = load_validated_manifest(cfg)
-    import model.data.prepare as prep
+    import model.data.sources as prep
 
     def boom(*a, **k):
         raise AssertionError("validated again")

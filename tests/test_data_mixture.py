@@ -16,7 +16,8 @@ from fixtures_quality import (  # noqa: F401 - fixtures
 from model.config import ConfigError, TrialConfig
 from model.data import available_hours, check_selection, parse_quality, prepare_data
 from model.data.manifest import ManifestItem
-from model.data.quality import SCORES, read_degradations
+from model.data.quality import SCORES
+from model.data.quality_report import read_degradations
 from model.data.select import SourcePool, draw, select
 from model.data.subsets import NotEnoughDataError
 

@@ -20,8 +20,9 @@ from fixtures_quality import (  # noqa: F401 - fixtures
 from typer.testing import CliRunner
 
 from model.data.builtin import build_builtin_corpus
-from model.data.degrade import KINDS
-from model.data.quality import DEFAULT_MIN_QUALITY, read_degradations, score_corpus
+from model.data.builtin.degrade import KINDS
+from model.data.quality import DEFAULT_MIN_QUALITY, score_corpus
+from model.data.quality_report import read_degradations
 from model.data.select import filter_passing
 from orchestrator.cli import app
 
@@ -189,7 +190,7 @@ def test_quality_command(degraded_corpus, degraded_scores, quality_cache, tmp_pa
 
 def test_degraded_builtin_corpus_gets_its_own_directory():
     from model.config import DataConfig
-    from model.data.prepare import builtin_dir
+    from model.data.sources import builtin_dir
 
     d = DataConfig()
     clean = builtin_dir(d)

@@ -75,7 +75,7 @@ def _selection(cfg):
 
 def test_nested_subsets_per_level_exclude_degraded_items_when_filtered(plan, spec_raw):
     """What each trial trains on, from the same selection the trials prepare (cached scores)."""
-    from model.data.quality import read_degradations
+    from model.data.quality_report import read_degradations
 
     tmp, _ = spec_raw
     by_level: dict = {}

@@ -6,7 +6,7 @@ import collections
 
 import pytest
 
-from model.data.sentences import COVERAGE_WORDS, sentence
+from model.data.builtin.sentences import COVERAGE_WORDS, sentence
 from model.text import symbols
 from model.text.g2p import g2p, intersperse, to_sequence
 from model.text.normalize import int_to_kanji, normalize_text

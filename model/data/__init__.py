@@ -4,9 +4,10 @@ The trainer needs one call: ``prepare_data(cfg) -> PreparedData`` (``prepare.py`
 """
 
 from model.data.builtin import build_builtin_corpus
-from model.data.prepare import PreparedData, available_hours, load_validated_manifest, prepare_data
+from model.data.prepare import PreparedData, available_hours, prepare_data
 from model.data.quality import DEFAULT_MIN_QUALITY, score_corpus
 from model.data.select import check_selection, parse_quality
+from model.data.sources import load_validated_manifest
 
 __all__ = [
     "DEFAULT_MIN_QUALITY",

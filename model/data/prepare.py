@@ -1,44 +1,28 @@
-"""One entry point for the trainer: ``prepare_data(cfg) -> PreparedData``.
+"""One entry point for the trainer: ``prepare_data(cfg) -> PreparedData``, on one path for every config.
 
 Steps (each cached and safe to run from several trials at once):
-1. Resolve the corpus: ``data.corpus == "builtin"`` builds (or reuses) the built-in corpus under
-   ``data.corpus_dir``; otherwise a directory or ``esd.list`` in ``esd``/``jsut``/``jvs`` layout.
-2. Validate it into a manifest (``validate.py``); the result, the dropped list (``dropped.tsv``) and a
-   report are stored under ``<cache_dir>/manifests/<digest of the listing and the checks>/``, so later
-   trials skip the audio scan. The corpus itself is never written to.
-3. Split: the fixed held-out set (``data.val_utterances``) and the nested training subset of
-   ``data.data_hours`` (``subsets.py``).
-4. Fill the feature cache for the training subset and the held-out set (``cache.py``).
-5. Return datasets, the speaker map and loaders with seeded, resumable batch order.
+1. Select (``select.py``): resolve and validate each corpus (``sources.py``; the built-in corpus is built
+   on first use), score it if a quality filter needs scores, draw the fixed held-out set
+   (``data.val_utterances``) and the nested training subset of ``data.data_hours`` (``subsets.py``). One
+   corpus is one source of weight 1; a mixture is one source per corpus.
+2. Fill the feature cache for the training subset and the held-out set (``cache.py``).
+3. Return datasets, the speaker map and loaders with seeded, resumable batch order.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from torch.utils.data import DataLoader
 
 from model.data.cache import FeatureCache, PrepareStats
-from model.data.corpus import read_corpus
 from model.data.dataset import BucketBatchSampler, TTSDataset, collate
-from model.data.files import atomic_write_text, file_lock
-from model.data.manifest import ManifestItem, fingerprint, load_manifest, save_manifest
-from model.data.subsets import nested_subset, split
-from model.data.validate import DataValidationError, Dropped, ValidationReport, validate
-
-VALIDATION_VERSION = 1
-KNOWN_RATES = {"jsut": 48000, "jvs": 24000}
-
-
-@dataclass
-class CorpusInfo:
-    path: Path  # directory or esd.list that was read
-    format: str
-    builtin: dict | None = None  # stamp of the built-in corpus when it was used
+from model.data.manifest import ManifestItem, fingerprint
+from model.data.select import needs_selection, pool_message, select, what_selects
+from model.data.sources import CorpusInfo, data_section, default_workers, speaker_map
+from model.data.subsets import NotEnoughDataError
+from model.data.validate import ValidationReport
 
 
 @dataclass
@@ -133,151 +117,10 @@ class PreparedData:
         }
 
 
-def _data_cfg(cfg):
-    return cfg.data if hasattr(cfg, "data") and hasattr(cfg, "model") else cfg
-
-
-def default_workers(d) -> int:
-    return d.prepare_workers or max(1, min(4, os.cpu_count() or 1))
-
-
-def builtin_dir(d) -> Path:
-    degrade = f"-degrade{d.builtin_degrade:g}-dseed{d.builtin_degrade_seed}" if d.builtin_degrade else ""
-    return Path(d.corpus_dir) / (
-        f"builtin-{d.builtin_hours:g}h-seed{d.builtin_seed}-{d.sampling_rate}hz-{d.builtin_speakers}spk"
-        + degrade
-    )
-
-
-def resolve_corpus(cfg, *, progress: bool = False, workers: int | None = None) -> CorpusInfo:
-    """Find (or build, for ``builtin``) the corpus a config names."""
-    d = _data_cfg(cfg)
-    if d.corpus == "builtin" or d.corpus_format == "builtin":
-        from model.data.builtin import build_builtin_corpus
-
-        out = builtin_dir(d) if d.corpus == "builtin" else Path(d.corpus)
-        b = build_builtin_corpus(
-            out,
-            d.builtin_hours,
-            seed=d.builtin_seed,
-            sample_rate=d.sampling_rate,
-            speakers=d.builtin_speakers,
-            workers=workers or default_workers(d),
-            progress=progress,
-            degrade=d.builtin_degrade,
-            degrade_seed=d.builtin_degrade_seed,
-        )
-        stamp = json.loads((b.dir / "builtin.json").read_text())
-        return CorpusInfo(b.esd_list, "esd", stamp)
-    p = Path(d.corpus)
-    if not p.exists():
-        raise FileNotFoundError(f"data.corpus: {p} does not exist (use 'builtin' for the offline corpus)")
-    from model.data.corpus import detect_format
-
-    fmt = detect_format(p) if d.corpus_format == "auto" else d.corpus_format
-    return CorpusInfo(p, fmt)
-
-
-def _listing_digest(info: CorpusInfo, raw, problems, d) -> str:
-    h = hashlib.sha256()
-    from model.text.g2p import FRONTEND_VERSION
-
-    h.update(
-        json.dumps(
-            [
-                VALIDATION_VERSION,
-                FRONTEND_VERSION,
-                str(Path(info.path).resolve()),
-                info.format,
-                d.min_duration_s,
-                d.max_duration_s,
-                d.sampling_rate if info.builtin else None,
-            ]
-        ).encode()
-    )
-    for r in raw:
-        try:
-            st = os.stat(r.path)
-            sig = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            sig = None
-        h.update(json.dumps([r.id, r.speaker, r.text, r.path, r.source, sig], ensure_ascii=False).encode())
-    h.update(json.dumps(problems, ensure_ascii=False).encode())
-    return h.hexdigest()[:16]
-
-
-def load_validated_manifest(
-    cfg, *, progress: bool = False, workers: int | None = None
-) -> tuple[CorpusInfo, list[ManifestItem], ValidationReport, Path]:
-    """Resolve, read and validate the corpus (cached); strict mode raises on the first bad item."""
-    d = _data_cfg(cfg)
-    info = resolve_corpus(d, progress=progress, workers=workers)
-    raw, problems = read_corpus(info.path, info.format, strict=d.strict)
-    name = Path(info.path).parent.name if Path(info.path).is_file() else Path(info.path).name
-    mdir = Path(d.cache_dir) / "manifests" / f"{name}-{_listing_digest(info, raw, problems, d)}"
-    with file_lock(Path(d.cache_dir) / "manifests" / f".{mdir.name}.lock"):
-        if (mdir / "report.json").is_file():
-            rep = json.loads((mdir / "report.json").read_text(encoding="utf-8"))
-            report = ValidationReport(
-                rep["total"],
-                rep["kept"],
-                rep["expected_sample_rate"],
-                [Dropped(**x) for x in rep["dropped_items"]],
-            )
-            items = load_manifest(mdir / "manifest.jsonl")
-        else:
-            expected = (info.builtin or {}).get("sample_rate") or KNOWN_RATES.get(info.format)
-            items, report = validate(
-                raw,
-                problems,
-                min_duration=d.min_duration_s,
-                max_duration=d.max_duration_s,
-                expected_sample_rate=expected,
-                strict=False,
-                workers=workers or default_workers(d),
-            )
-            mdir.mkdir(parents=True, exist_ok=True)
-            save_manifest(items, mdir / "manifest.jsonl")
-            report.write(mdir / "dropped.tsv")
-            rep = dict(report.to_dict(), dropped_items=[x.__dict__ for x in report.dropped])
-            atomic_write_text(mdir / "report.json", json.dumps(rep, indent=1, ensure_ascii=False))
-    if d.strict and report.dropped:
-        first = report.dropped[0]
-        more = (
-            f" (and {len(report.dropped) - 1} more; see {mdir / 'dropped.tsv'})"
-            if len(report.dropped) > 1
-            else ""
-        )
-        raise DataValidationError(f"{first.source}: {first.id or '?'}: {first.reason}{more}")
-    if not items:
-        raise DataValidationError(f"{info.path}: no usable utterances (see {mdir / 'dropped.tsv'})")
-    return info, items, report, mdir
-
-
-def speaker_map(items: list[ManifestItem], d) -> dict[str, int]:
-    speakers = sorted({i.speaker for i in items})
-    if d.spk2id:
-        missing = [s for s in speakers if s not in d.spk2id]
-        if missing:
-            raise ValueError(f"data.spk2id has no id for speaker(s) {missing[:5]} of the corpus")
-        spk2id = dict(d.spk2id)
-    else:
-        spk2id = {s: k for k, s in enumerate(speakers)}
-    top = max(spk2id.values()) + 1
-    if top > d.n_speakers:
-        raise ValueError(f"the corpus needs {top} speaker ids but data.n_speakers is {d.n_speakers}")
-    return spk2id
-
-
 def available_hours(cfg, *, progress: bool = False) -> float:
-    """Training hours the corpus offers after holding out the validation set (the data-hours ceiling)."""
-    d = _data_cfg(cfg)
-    from model.data.select import needs_selection, select
-
-    if needs_selection(d):  # quality filter and/or mixture: the pool of that (quality, mixture) level
-        return select(replace(d, data_hours=None), progress=progress).pool_hours
-    _, items, _, _ = load_validated_manifest(d, progress=progress)
-    return split(items, d.val_utterances, d.subset_seed).available_hours
+    """Training hours the corpus offers after holding out the validation set (the data-hours ceiling); with a
+    quality filter and/or mixture, the pool of that (quality, mixture) level."""
+    return select(replace(data_section(cfg), data_hours=None), progress=progress).pool_hours
 
 
 def prepare_data(
@@ -290,32 +133,47 @@ def prepare_data(
 ) -> PreparedData:
     """Everything the trainer needs from a ``DataConfig`` (or a ``TrialConfig``: its ``model.style_dim``
     sets the width of the zero style vectors)."""
-    d = _data_cfg(cfg)
+    d = data_section(cfg)
     if style_dim is None:
         style_dim = cfg.model.style_dim if d is not cfg else 256
-    from model.data.select import needs_selection, prepare_selected
-
-    if needs_selection(d):
-        return prepare_selected(d, style_dim, progress=progress, workers=workers, bert_device=bert_device)
-    info, items, report, mdir = load_validated_manifest(d, progress=progress, workers=workers)
+    sel = select(d, progress=progress, workers=workers)
+    if not sel.train:
+        active = [s for s in sel.sources if s.weight > 0]
+        raise NotEnoughDataError(
+            pool_message(what_selects(d), 0.0, sel.pool_hours, active).replace(
+                "data.data_hours=0 but", "no training audio:"
+            )
+        )
+    items = sel.manifest
     spk2id = speaker_map(items, d)
-    sp = split(items, d.val_utterances, d.subset_seed)
-    train = nested_subset(sp.train_pool, d.data_hours)
     cache = FeatureCache(d.cache_dir, fingerprint(items), d)
     stats = cache.prepare(
-        train + sp.heldout, workers=workers or default_workers(d), progress=progress, bert_device=bert_device
+        sel.train + sel.heldout,
+        workers=workers or default_workers(d),
+        progress=progress,
+        bert_device=bert_device,
     )
+    if len(sel.reports) == 1:
+        report = sel.reports[0]
+    else:
+        report = ValidationReport(
+            sum(r.total for r in sel.reports),
+            sum(r.kept for r in sel.reports),
+            sel.reports[0].expected_sample_rate,
+            [x for r in sel.reports for x in r.dropped],
+        )
     return PreparedData(
         cfg=d,
-        corpus=info,
+        corpus=CorpusInfo(sel.infos[0].path, "mixture") if d.sources is not None else sel.infos[0],
         manifest=items,
-        train_items=train,
-        val_items=sp.heldout,
+        train_items=sel.train,
+        val_items=sel.heldout,
         spk2id=spk2id,
-        available_hours=sp.available_hours,
+        available_hours=sel.pool_hours,
         report=report,
         stats=stats,
         cache=cache,
         style_dim=style_dim,
-        manifest_dir=mdir,
+        manifest_dir=sel.manifest_dirs[0],
+        selection=sel.summary() if needs_selection(d) else None,
     )

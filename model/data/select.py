@@ -38,8 +38,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from model.config import ConfigError
 from model.data.manifest import ManifestItem
-from model.data.subsets import NotEnoughDataError, _h, nested_subset
+from model.data.quality import DEFAULT_MIN_QUALITY, SCORES, attach, groups_for, score_corpus
+from model.data.sources import data_section, default_workers, load_validated_manifest
+from model.data.subsets import NotEnoughDataError, nested_subset, split
 
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 _COND = re.compile(
@@ -48,12 +51,6 @@ _COND = re.compile(
 _SPLIT = re.compile(r"\s+and\s+|\s*&&?\s*", re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 SEP = "__"
-
-
-def _config_error(msg: str) -> Exception:
-    from model.config import ConfigError
-
-    return ConfigError(msg)
 
 
 @dataclass(frozen=True)
@@ -76,26 +73,24 @@ class Condition:
 
 def parse_quality(expr: str, where: str = "data.min_quality") -> list[Condition]:
     """Parse a quality filter strictly; ``ConfigError`` naming ``where`` and the allowed scores."""
-    from model.data.quality import DEFAULT_MIN_QUALITY, SCORES
-
     if not isinstance(expr, str) or not expr.strip():
-        raise _config_error(f"{where}: expected a condition like 'dnsmos_ovrl >= 3.2', got {expr!r}")
+        raise ConfigError(f"{where}: expected a condition like 'dnsmos_ovrl >= 3.2', got {expr!r}")
     text = DEFAULT_MIN_QUALITY if expr.strip() == "default" else expr
     out = []
     for part in _SPLIT.split(text.strip()):
         m = _COND.match(part)
         if m is None:
-            raise _config_error(
+            raise ConfigError(
                 f"{where}: cannot parse {part!r} in {expr!r}: expected '<score> <op> <number or pNN>' with op "
                 "one of >=, >, <=, < (e.g. 'dnsmos_ovrl >= 3.2'; join conditions with 'and')"
             )
         name, op, val = m.groups()
         if name not in SCORES:
-            raise _config_error(f"{where}: unknown score {name!r} in {expr!r} (allowed: {', '.join(SCORES)})")
+            raise ConfigError(f"{where}: unknown score {name!r} in {expr!r} (allowed: {', '.join(SCORES)})")
         if val.startswith("p"):
             pct = float(val[1:])
             if not 0 <= pct <= 100:
-                raise _config_error(f"{where}: percentile {val!r} in {expr!r} must be p0..p100")
+                raise ConfigError(f"{where}: percentile {val!r} in {expr!r} must be p0..p100")
             out.append(Condition(name, op, None, pct))
         else:
             out.append(Condition(name, op, float(val)))
@@ -105,27 +100,27 @@ def parse_quality(expr: str, where: str = "data.min_quality") -> list[Condition]
 def _names_ok(d) -> None:
     for name, spec in (d.corpora or {}).items():
         if not _NAME.match(str(name)):
-            raise _config_error(f"data.corpora: corpus name {name!r} must be letters, digits, '_' or '-'")
+            raise ConfigError(f"data.corpora: corpus name {name!r} must be letters, digits, '_' or '-'")
         if not isinstance(spec, str) or not spec:
-            raise _config_error(f"data.corpora.{name}: expected a path or 'builtin', got {spec!r}")
+            raise ConfigError(f"data.corpora.{name}: expected a path or 'builtin', got {spec!r}")
 
 
 def source_weights(d) -> dict[str, float]:
     """Normalised weights of ``data.sources`` (checked against ``data.corpora``)."""
     src = d.sources
     if not isinstance(src, dict) or not src:
-        raise _config_error(f"data.sources: expected a mapping of corpus name to weight, got {src!r}")
+        raise ConfigError(f"data.sources: expected a mapping of corpus name to weight, got {src!r}")
     _names_ok(d)
     known = sorted(d.corpora or {})
     for name, w in src.items():
         if name not in (d.corpora or {}):
             have = f"data.corpora defines: {', '.join(known)}" if known else "data.corpora is empty"
-            raise _config_error(f"data.sources: unknown corpus {name!r} ({have})")
+            raise ConfigError(f"data.sources: unknown corpus {name!r} ({have})")
         if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w) or w < 0:
-            raise _config_error(f"data.sources.{name}: weight must be a number >= 0, got {w!r}")
+            raise ConfigError(f"data.sources.{name}: weight must be a number >= 0, got {w!r}")
     total = float(sum(src.values()))
     if total <= 0:
-        raise _config_error(f"data.sources: weights must not all be 0 ({src})")
+        raise ConfigError(f"data.sources: weights must not all be 0 ({src})")
     return {k: float(v) / total for k, v in sorted(src.items()) if v > 0}
 
 
@@ -243,11 +238,9 @@ def _prefixed(items: list[ManifestItem], name: str) -> dict[str, ManifestItem]:
 
 
 def select(d, *, progress: bool = False, workers: int | None = None) -> Selection:
-    """Held-out set and training subset of a config with quality and/or mixture selection."""
-    from model.data.prepare import _data_cfg, default_workers, load_validated_manifest
-    from model.data.quality import attach, groups_for, score_corpus
-
-    d = _data_cfg(d)
+    """Held-out set and training subset of a config: one corpus is one source of weight 1 (no scores are
+    computed unless a filter needs them), a mixture one source per corpus of ``data.corpora``."""
+    d = data_section(d)
     conds = parse_quality(d.min_quality, "data.min_quality") if d.min_quality is not None else []
     vconds = parse_quality(d.val_min_quality, "data.val_min_quality") if d.val_min_quality else []
     if d.sources is not None:
@@ -271,17 +264,15 @@ def select(d, *, progress: bool = False, workers: int | None = None) -> Selectio
             attach(items, table)
         # held-out: fixed per corpus, from the items passing val_min_quality
         cand = _filter(items, vconds, table)
-        if d.val_utterances >= len(cand):
+        if (name or vconds) and d.val_utterances >= len(cand):  # a single corpus: split's own message
             where = f"corpus {name!r} ({info.path})" if name else str(info.path)
             raise NotEnoughDataError(
                 f"data.val_utterances={d.val_utterances} but {where} has only {len(cand)} usable utterances"
                 + (f" passing data.val_min_quality {d.val_min_quality!r}" if vconds else "")
             )
-        held_ids = {i.id for i in sorted(cand, key=lambda i: (_h(i.id), i.id))[: d.val_utterances]}
-        order = sorted(
-            (i for i in items if i.id not in held_ids), key=lambda i: (_h(f"{d.subset_seed}:{i.id}"), i.id)
-        )
-        unfiltered = sum(i.duration for i in order) / 3600
+        sp = split(items, d.val_utterances, d.subset_seed, eligible=cand)
+        order, held = sp.train_pool, sp.heldout
+        unfiltered = sp.available_hours
         kept = _filter(order, conds, table)
         pre = _prefixed(items, name)
         sources.append(
@@ -289,12 +280,12 @@ def select(d, *, progress: bool = False, workers: int | None = None) -> Selectio
                 name,
                 weight,
                 [pre[i.id] for i in items],
-                sorted((pre[i] for i in held_ids), key=lambda i: i.id),
+                [pre[i.id] for i in held],
                 [pre[i.id] for i in kept],
                 unfiltered,
             )
         )
-    pool_hours = draw(sources, d.data_hours, _what(d))
+    pool_hours = draw(sources, d.data_hours, what_selects(d))
     return Selection(sources, pool_hours, d.data_hours, infos, reports, mdirs)
 
 
@@ -305,11 +296,15 @@ def draw(sources: list[SourcePool], hours: float | None, what: str = "") -> floa
     if not active:
         raise ValueError("no source with a weight > 0")
     pool_hours = min(s.hours / s.weight for s in active)
-    if hours is not None:
+    plain = len(sources) == 1 and not sources[0].name and not what  # one unfiltered corpus
+    if hours is not None and not plain:
         if not hours > 0:
             raise ValueError(f"data.data_hours must be > 0, got {hours}")
         if hours > pool_hours * (1 + 1e-9):
-            raise NotEnoughDataError(_pool_message(what, hours, pool_hours, active))
+            raise NotEnoughDataError(pool_message(what, hours, pool_hours, active))
+    if plain:  # nested_subset checks the hours and names what the corpus offers
+        sources[0].train = nested_subset(sources[0].pool, hours)
+        return pool_hours
     target = pool_hours if hours is None else hours
     for s in sources:
         share = min(target * s.weight, s.hours)  # min(): float guard at the pool limit
@@ -317,7 +312,8 @@ def draw(sources: list[SourcePool], hours: float | None, what: str = "") -> floa
     return pool_hours
 
 
-def _what(d) -> str:
+def what_selects(d) -> str:
+    """The selection fields of ``d`` in words, for error messages ("" when nothing is selected)."""
     what = []
     if d.min_quality is not None:
         what.append(f"min_quality {d.min_quality!r}")
@@ -326,7 +322,8 @@ def _what(d) -> str:
     return ", ".join(what)
 
 
-def _pool_message(what: str, hours: float, pool: float, active: list[SourcePool]) -> str:
+def pool_message(what: str, hours: float, pool: float, active: list[SourcePool]) -> str:
+    """Why ``hours`` of training audio cannot be drawn from a pool of ``pool`` hours, per source."""
     per = "; ".join(
         f"{s.name or 'corpus'}: {s.hours:.4f} h of {s.unfiltered_hours:.4f} h pass"
         + (f", weight {s.weight:.3g}" if s.name else "")
@@ -335,54 +332,6 @@ def _pool_message(what: str, hours: float, pool: float, active: list[SourcePool]
     return (
         f"data.data_hours={hours:g} but the pool ({what or 'whole corpus'}) holds only {pool:.4f} h of training "
         f"audio ({per}; held-out sets excluded)"
-    )
-
-
-def prepare_selected(d, style_dim: int, *, progress: bool, workers: int | None, bert_device: str | None):
-    """``prepare_data`` for a config with quality and/or mixture selection (see ``prepare.py``)."""
-    from model.data.cache import FeatureCache
-    from model.data.manifest import fingerprint
-    from model.data.prepare import CorpusInfo, PreparedData, default_workers, speaker_map
-    from model.data.validate import ValidationReport
-
-    sel = select(d, progress=progress, workers=workers)
-    if not sel.train:
-        raise NotEnoughDataError(
-            _pool_message(_what(d), 0.0, sel.pool_hours, [s for s in sel.sources if s.weight > 0]).replace(
-                "data.data_hours=0 but", "no training audio:"
-            )
-        )
-    items = sel.manifest
-    spk2id = speaker_map(items, d)
-    train, held = sel.train, sel.heldout
-    cache = FeatureCache(d.cache_dir, fingerprint(items), d)
-    stats = cache.prepare(
-        train + held, workers=workers or default_workers(d), progress=progress, bert_device=bert_device
-    )
-    if d.sources is not None:
-        info = CorpusInfo(sel.infos[0].path, "mixture")
-    else:
-        info = sel.infos[0]
-    report = ValidationReport(
-        sum(r.total for r in sel.reports),
-        sum(r.kept for r in sel.reports),
-        sel.reports[0].expected_sample_rate,
-        [x for r in sel.reports for x in r.dropped],
-    )
-    return PreparedData(
-        cfg=d,
-        corpus=info,
-        manifest=items,
-        train_items=train,
-        val_items=held,
-        spk2id=spk2id,
-        available_hours=sel.pool_hours,
-        report=report,
-        stats=stats,
-        cache=cache,
-        style_dim=style_dim,
-        manifest_dir=sel.manifest_dirs[0],
-        selection=sel.summary(),
     )
 
 

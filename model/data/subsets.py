@@ -21,8 +21,14 @@ class NotEnoughDataError(ValueError):
     """A subset asks for more training hours than the corpus has."""
 
 
-def _h(s: str) -> str:
-    return hashlib.sha256(s.encode()).hexdigest()
+def heldout_key(item_id: str) -> tuple[str, str]:
+    """Sort key of the held-out draw: ``sha256(id)`` (ties broken by the id)."""
+    return hashlib.sha256(item_id.encode()).hexdigest(), item_id
+
+
+def order_key(seed: int, item_id: str) -> tuple[str, str]:
+    """Sort key of the seeded training order: ``sha256(f"{seed}:{id}")`` (ties broken by the id)."""
+    return hashlib.sha256(f"{seed}:{item_id}".encode()).hexdigest(), item_id
 
 
 @dataclass
@@ -35,17 +41,22 @@ class Split:
         return sum(i.duration for i in self.train_pool) / 3600
 
 
-def split(items: list[ManifestItem], val_utterances: int, seed: int) -> Split:
+def split(
+    items: list[ManifestItem], val_utterances: int, seed: int, eligible: list[ManifestItem] | None = None
+) -> Split:
+    """Held-out set (the ``val_utterances`` smallest ``heldout_key`` among ``eligible``, default all items)
+    and the rest of ``items`` in the seeded training order (``order_key``)."""
     if val_utterances < 0:
         raise ValueError(f"data.val_utterances must be >= 0, got {val_utterances}")
-    if val_utterances >= len(items):
+    cand = items if eligible is None else eligible
+    if val_utterances >= len(cand):
         raise NotEnoughDataError(
-            f"data.val_utterances={val_utterances} but the corpus has only {len(items)} usable utterances"
+            f"data.val_utterances={val_utterances} but the corpus has only {len(cand)} usable utterances"
         )
-    by_hash = sorted(items, key=lambda i: (_h(i.id), i.id))
-    heldout = sorted(by_hash[:val_utterances], key=lambda i: i.id)
-    pool = sorted(by_hash[val_utterances:], key=lambda i: (_h(f"{seed}:{i.id}"), i.id))
-    return Split(pool, heldout)
+    held = sorted(cand, key=lambda i: heldout_key(i.id))[:val_utterances]
+    held_ids = {i.id for i in held}
+    pool = sorted((i for i in items if i.id not in held_ids), key=lambda i: order_key(seed, i.id))
+    return Split(pool, sorted(held, key=lambda i: i.id))
 
 
 def nested_subset(pool: list[ManifestItem], hours: float | None) -> list[ManifestItem]:

@@ -246,3 +246,23 @@ def to_sequence(
         w2p = [2 * n for n in w2p]
         w2p[0] += 1
     return ids, tones, langs, w2p
+
+
+def phone_counts(text: str) -> tuple[int, int]:
+    """(spoken phones, pauses between them) of a transcript; padding, punctuation and spaces are not phones."""
+    skip = {PAD, SP, UNK, *PUNCTUATIONS}
+    phones = pauses = 0
+    gap = False
+    for p in g2p(text).phones:
+        if p in skip:
+            gap = phones > 0
+            continue
+        pauses += gap
+        gap = False
+        phones += 1
+    return phones, pauses
+
+
+def count_phones(text: str) -> int:
+    """Spoken phones of a transcript (no padding, pauses or punctuation)."""
+    return phone_counts(text)[0]

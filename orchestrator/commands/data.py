@@ -80,7 +80,7 @@ def synth(
         "synth_seconds": round(c.synth_seconds, 2),
     }
     if degrade:
-        from model.data.quality import read_degradations  # torch, as in _errors
+        from model.data.quality_report import read_degradations  # torch, as in _errors
 
         deg = read_degradations(c.dir)
         res["degraded"] = len(deg)
@@ -191,9 +191,10 @@ def quality(
 ) -> None:
     """Per-utterance quality scores (cached per corpus): distributions, per degradation kind, and a table."""
     from model.data import load_validated_manifest  # torch, as in _errors
-    from model.data.prepare import default_workers
-    from model.data.quality import read_degradations, score_corpus, summarize, table_rows, write_table
+    from model.data.quality import score_corpus
+    from model.data.quality_report import read_degradations, summarize, table_rows, write_table
     from model.data.select import parse_quality
+    from model.data.sources import default_workers
 
     with _errors():
         cfg = _config(config, corpus)

@@ -40,9 +40,21 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+import pyopenjtalk
 import soundfile as sf
 
+from model.data.builtin.degrade import (
+    DEGRADE_VERSION,
+    Degradation,
+    choose,
+    degrade_audio,
+    to_pcm16,
+    wrong_transcript,
+)
+from model.data.builtin.sentences import sentence
 from model.data.files import atomic_write_bytes, atomic_write_text, file_lock, progress_bar
+from model.text.g2p import segment_labels
+from model.text.normalize import normalize_text
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +111,6 @@ def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 
 def synthesize(text: str, speaker: int, sample_rate: int, rng: random.Random) -> np.ndarray:
     """One utterance as int16 at ``sample_rate`` (see the module docstring)."""
-    import pyopenjtalk
-
-    from model.text.g2p import segment_labels
-    from model.text.normalize import normalize_text
-
     _, half_tone, speed = SPEAKERS[speaker % len(SPEAKERS)]
     parts: list[np.ndarray] = []
     pending = 0.0  # pause seconds waiting for the next speech run
@@ -132,8 +139,6 @@ def synthesize(text: str, speaker: int, sample_rate: int, rng: random.Random) ->
 def _job(args: tuple[int, int, int, int]) -> tuple[int, str, int, bytes, float]:
     """Worker: synthesise utterance ``i``; returns (i, text, speaker, wav bytes, seconds)."""
     seed, i, sample_rate, n_speakers = args
-    from model.data.sentences import sentence
-
     text = sentence(seed, i)
     spk = i % n_speakers
     pcm = synthesize(text, spk, sample_rate, random.Random(f"vits-scaling-synth:{seed}:{i}"))
@@ -184,7 +189,6 @@ def build_builtin_corpus(
         stamp = out / "builtin.json"
         if stamp.is_file() and (out / "esd.list").is_file():
             old = json.loads(stamp.read_text())
-            from model.data.degrade import DEGRADE_VERSION
 
             same_degrade = old.get("degrade", 0.0) == degrade and (
                 not degrade
@@ -223,7 +227,6 @@ def _build(
     t0 = time.perf_counter()
     bar = progress_bar(progress, round(target, 1), "synthesising built-in corpus", unit="s")
     pool = None
-    from model.data.sentences import sentence
 
     try:
         i = 0
@@ -275,8 +278,6 @@ def _build(
     atomic_write_text(out / "utterances.tsv", "\n".join(side) + "\n")
     stamp = dict(params, hours=hours, n_items=len(rows), seconds=round(total, 3))
     if degrade:
-        from model.data.degrade import DEGRADE_VERSION
-
         stamp.update(
             degrade=degrade,
             degrade_seed=degrade_seed,
@@ -298,15 +299,12 @@ def _degrade(out: Path, rows: list, seed: int, sr: int, fraction: float, dseed: 
     """Write the degraded audio and ``degradations.tsv``; ``{id: Degradation}`` (with ``.path`` set)."""
     import shutil
 
-    from model.data.degrade import choose, degrade_audio, to_pcm16, wrong_transcript
-
     ddir = out / "degraded"
     if ddir.exists():
         shutil.rmtree(ddir)
     if not fraction:
         (out / "degradations.tsv").unlink(missing_ok=True)
         return {}
-    from model.data.degrade import Degradation
 
     ddir.mkdir()
     texts = {uid: text for uid, text, _, _ in rows}

@@ -36,6 +36,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.data.builtin.sentences import sentence
+from model.text.g2p import count_phones
+
 DEGRADE_VERSION = 1  # bump when the degradations of given (ids, seed, fraction) change
 KINDS = ("noise", "reverb", "clip", "wrong_transcript")
 NOISE_SNR_DB = (0.0, 10.0)
@@ -155,8 +158,6 @@ def degrade_audio(x: np.ndarray, sr: int, kind: str, seed: int, uid: str) -> tup
 
 def wrong_transcript(text: str, corpus_seed: int, seed: int, uid: str) -> tuple[str, str]:
     """(donor text, parameter) for a wrong-transcript degradation of ``text``."""
-    from model.data.quality import count_phones
-    from model.data.sentences import sentence
 
     rng = random.Random(f"degrade-donor:{seed}:{uid}")
     own = max(1, count_phones(text))
