@@ -48,227 +48,215 @@ def _fit_rich(fit) -> None:
     console.print(t)
 
 
-def register(app: typer.Typer) -> None:
-    """Add this area's commands to the top-level app."""
+def fit(
+    source: str = typer.Argument(..., help="sweep name or CSV/Parquet file"),
+    metric: str = typer.Option("val_nelbo", "--metric", help=METRIC_HELP),
+    approach: str = typer.Option("all", "--approach", help="1, 2, 3 or all"),
+    n_col: str = typer.Option(None, "--n-col", help="column holding N (parameters)"),
+    d_col: str = typer.Option(None, "--d-col", help="column holding D (data seen)"),
+    c_col: str = typer.Option(None, "--c-col", help="column holding C (training FLOPs)"),
+    out: Path = typer.Option(None, "--out", help="write fits.json and plots here"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    n_boot: int = typer.Option(200, "--n-boot", help="bootstrap resamples per fit"),
+    workers: int = typer.Option(1, "--workers", help="processes for the Approach 3 bootstrap"),
+    tracking_uri: str = typer.Option(None, "--tracking-uri"),
+) -> None:
+    """Fit scaling laws (Chinchilla Approaches 1-3) to a sweep or a table."""
+    from analysis.fit import FitRefused  # scipy: only loaded by the command using it
+    from analysis.suite import run_suite  # scipy: only loaded by the command using it
 
-    @app.command()
-    def fit(
-        source: str = typer.Argument(..., help="sweep name or CSV/Parquet file"),
-        metric: str = typer.Option("val_nelbo", "--metric", help=METRIC_HELP),
-        approach: str = typer.Option("all", "--approach", help="1, 2, 3 or all"),
-        n_col: str = typer.Option(None, "--n-col", help="column holding N (parameters)"),
-        d_col: str = typer.Option(None, "--d-col", help="column holding D (data seen)"),
-        c_col: str = typer.Option(None, "--c-col", help="column holding C (training FLOPs)"),
-        out: Path = typer.Option(None, "--out", help="write fits.json and plots here"),
-        as_json: bool = typer.Option(False, "--json", help="print JSON"),
-        n_boot: int = typer.Option(200, "--n-boot", help="bootstrap resamples per fit"),
-        workers: int = typer.Option(1, "--workers", help="processes for the Approach 3 bootstrap"),
-        tracking_uri: str = typer.Option(None, "--tracking-uri"),
-    ) -> None:
-        """Fit scaling laws (Chinchilla Approaches 1-3) to a sweep or a table."""
-        from analysis.fit import FitRefused  # scipy: only loaded by the command using it
-        from analysis.suite import run_suite  # scipy: only loaded by the command using it
-
-        if approach not in ("1", "2", "3", "all"):
-            raise typer.BadParameter("--approach must be 1, 2, 3 or all")
-        with clean_errors(ValueError, FileNotFoundError):
-            table = _load(source, tracking_uri, n_col, d_col, c_col)
-            approaches = ("1", "2", "3") if approach == "all" else (approach,)
-            curves = _curves(source, table, metric, tracking_uri) if "1" in approaches else None
-            s = run_suite(
-                table,
-                metric,
-                approaches=approaches,
-                curves=curves,
-                singles=approach == "all",
-                quality=None,
-                n_boot=n_boot,
-                workers=workers,
-            )
-            if approach != "all":
-                key = f"approach{approach}"
-                if key not in s.fits:
-                    raise FitRefused(key, s.refused.get(key) or s.refused.get("all", "not fitted"))
-            if out is not None:
-                import json
-
-                out.mkdir(parents=True, exist_ok=True)
-                (out / "fits.json").write_text(json.dumps(s.to_dict(), indent=2, default=float))
-                _plots(s, out)
-        if as_json:
-            print_json(_flat(s.fits[f"approach{approach}"]) if approach != "all" else s.to_dict())
-            return
-        for f in s.fits.values():
-            _fit_rich(f)
-        for k, v in s.refused.items():
-            console.print(f"[yellow]not fitted[/] {k}: {v}")
-
-    @app.command()
-    def report(
-        source: str = typer.Argument(..., help="sweep name or CSV/Parquet file"),
-        out: Path = typer.Option(None, "--out", help="report folder (default runs/reports/<name>)"),
-        metric: str = typer.Option("val_nelbo", "--metric", help=METRIC_HELP),
-        quality: str = typer.Option("dnsmos_ovrl", "--quality", help="bounded quality metric (MOS)"),
-        n_boot: int = typer.Option(200, "--n-boot"),
-        holdout_top: int = typer.Option(
-            None, "--holdout-top", help="backtest: hold out the K largest-compute trials"
-        ),
-        holdout_above: float = typer.Option(
-            None, "--holdout-above", help="backtest: hold out the trials with C above this"
-        ),
-        tracking_uri: str = typer.Option(None, "--tracking-uri"),
-    ) -> None:
-        """Write the HTML scaling report (and log it to the sweep's MLflow parent run)."""
-        from analysis.report import (
-            log_report_to_mlflow,
-            write_report,
-        )  # matplotlib: only loaded by the command using it
-
-        with clean_errors(ValueError, FileNotFoundError):
-            table = _load(source, tracking_uri)
-            curves = _curves(source, table, metric, tracking_uri)
-            out = out or Path("runs/reports") / Path(source).stem
-            path = write_report(
-                table,
-                out,
-                metric=metric,
-                quality=quality,
-                curves=curves,
-                n_boot=n_boot,
-                holdout_top=holdout_top,
-                holdout_above=holdout_above,
-                title=f"Scaling report: {source}",
-            )
-            parent = table.attrs.get("parent_run_id")
-            if parent:
-                log_report_to_mlflow(parent, out, tracking_uri)
-                console.print(f"logged to MLflow run {parent} (artifacts/report)")
-        console.print(f"report: {path}")
-
-    @app.command()
-    def allocate(
-        budget: float = typer.Option(None, "--budget", help="training FLOPs"),
-        gpu_hours: float = typer.Option(None, "--gpu-hours"),
-        gpu: str = typer.Option("h100", "--gpu"),
-        sweep: str = typer.Option(None, "--sweep", help="sweep whose trials give the law"),
-        file: Path = typer.Option(None, "--file", help="CSV/Parquet table giving the law"),
-        metric: str = typer.Option("val_nelbo", "--metric", help=METRIC_HELP),
-        quality: str = typer.Option(
-            "dnsmos_ovrl", "--quality", help="metric predicted by the two-step chain"
-        ),
-        mfu: float = typer.Option(None, "--mfu", help="MFU assumed when the GPU has no measured trials"),
-        n_boot: int = typer.Option(200, "--n-boot"),
-        as_json: bool = typer.Option(False, "--json"),
-        tracking_uri: str = typer.Option(None, "--tracking-uri"),
-    ) -> None:
-        """Compute-optimal N and D for a budget, predicted loss and MOS, and the nearest model config."""
-        from analysis.allocate import DEFAULT_MFU  # scipy: only loaded by the command using it
-        from analysis.allocate import allocate as _allocate  # scipy: only loaded by the command using it
-        from analysis.fit import FitRefused  # scipy: only loaded by the command using it
-        from analysis.suite import run_suite  # scipy: only loaded by the command using it
-
-        with clean_errors(ValueError, FileNotFoundError):
-            if (budget is None) == (gpu_hours is None):
-                raise FitRefused("allocate", "give exactly one of --budget FLOPS or --gpu-hours H")
-            if (sweep is None) == (file is None):
-                raise FitRefused(
-                    "allocate", "the law comes from your trials: give --sweep NAME or --file TABLE"
-                )
-            table = _load(str(file) if file else sweep, tracking_uri)
-            s = run_suite(table, metric, approaches=("3",), singles=False, quality=None, n_boot=n_boot)
-            if "approach3" not in s.fits:
-                raise FitRefused("allocate", s.refused.get("approach3") or s.refused.get("all", "no fit"))
-            ts = None
-            if quality and quality in s.table.columns and metric in s.table.columns:
-                from analysis.predict import (
-                    two_step_from_table,
-                )  # scipy: only loaded by the command using it
-
-                try:
-                    ts = two_step_from_table(s.table, metric=quality, loss=metric, n_boot=n_boot)
-                except FitRefused as e:
-                    console.print(f"[yellow]no {quality} prediction:[/] {e.reason}")
-            res = _allocate(
-                s.fits["approach3"],
-                budget=budget,
-                gpu_hours=gpu_hours,
-                gpu=gpu,
-                table=s.table,
-                two_step=ts,
-                mfu=mfu if mfu is not None else DEFAULT_MFU,
-            )
-        if as_json:
-            print_json(res)
-            return
-        from rich.table import Table
-
-        t = Table(title="compute-optimal allocation")
-        t.add_column("quantity")
-        t.add_column("value", justify="right")
-        for k, v in res.items():
-            if k == "config":
-                continue
-            t.add_row(
-                k,
-                f"[{v[0]:.4g}, {v[1]:.4g}]"
-                if isinstance(v, list)
-                else (f"{v:.4g}" if isinstance(v, float) else str(v)),
-            )
-        for k, v in res["config"].items():
-            t.add_row(f"config.{k}", f"{v:.4g}" if isinstance(v, float) else str(v))
-        console.print(t)
-
-    @app.command()
-    def backtest(
-        source: str = typer.Argument(..., help="sweep name or CSV/Parquet file"),
-        metric: str = typer.Option("val_nelbo", "--metric", help=METRIC_HELP),
-        holdout_top: int = typer.Option(None, "--holdout-top", help="hold out the K largest-compute trials"),
-        holdout_above: float = typer.Option(
-            None, "--holdout-above", help="hold out trials with C above this"
-        ),
-        loss: str = typer.Option("val_nelbo", "--loss", help="loss of the two-step chain's first step"),
-        n_boot: int = typer.Option(200, "--n-boot"),
-        as_json: bool = typer.Option(False, "--json"),
-        tracking_uri: str = typer.Option(None, "--tracking-uri"),
-    ) -> None:
-        """Fit on the smaller-compute trials, predict the held-out largest ones, score every law."""
-        from analysis.backtest import backtest as _backtest  # scipy: only loaded by the command using it
-        from analysis.table import usable  # pandas: only loaded by the command using it
-
-        with clean_errors(ValueError, FileNotFoundError):
-            table = usable(_load(source, tracking_uri))
-            res = _backtest(
-                table, metric, holdout_top=holdout_top, holdout_above=holdout_above, loss=loss, n_boot=n_boot
-            )
-        if as_json:
-            print_json(res)
-            return
-        from rich.table import Table
-
-        t = Table(
-            title=f"backtest of {metric}: fit on {res['n_train']} trials (C <= {res['threshold_C']:.3g}), "
-            f"{res['n_test']} held out, {int(res['level'] * 100)}% intervals"
+    if approach not in ("1", "2", "3", "all"):
+        raise typer.BadParameter("--approach must be 1, 2, 3 or all")
+    with clean_errors(ValueError, FileNotFoundError):
+        table = _load(source, tracking_uri, n_col, d_col, c_col)
+        approaches = ("1", "2", "3") if approach == "all" else (approach,)
+        curves = _curves(source, table, metric, tracking_uri) if "1" in approaches else None
+        s = run_suite(
+            table,
+            metric,
+            approaches=approaches,
+            curves=curves,
+            singles=approach == "all",
+            quality=None,
+            n_boot=n_boot,
+            workers=workers,
         )
-        for c in ("law", "trial", "observed", "predicted", "low", "high", "rel err", "covered"):
-            t.add_column(c, justify="right")
-        for law, r in res["laws"].items():
-            for p in r["points"]:
-                t.add_row(
-                    law,
-                    p["trial"],
-                    f"{p['observed']:.4g}",
-                    f"{p['predicted']:.4g}",
-                    f"{p['low']:.4g}",
-                    f"{p['high']:.4g}",
-                    f"{p['rel_error']:.3f}",
-                    "yes" if p["covered"] else "no",
-                )
+        if approach != "all":
+            key = f"approach{approach}"
+            if key not in s.fits:
+                raise FitRefused(key, s.refused.get(key) or s.refused.get("all", "not fitted"))
+        if out is not None:
+            import json
+
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "fits.json").write_text(json.dumps(s.to_dict(), indent=2, default=float))
+            _plots(s, out)
+    if as_json:
+        print_json(_flat(s.fits[f"approach{approach}"]) if approach != "all" else s.to_dict())
+        return
+    for f in s.fits.values():
+        _fit_rich(f)
+    for k, v in s.refused.items():
+        console.print(f"[yellow]not fitted[/] {k}: {v}")
+
+
+def report(
+    source: str = typer.Argument(..., help="sweep name or CSV/Parquet file"),
+    out: Path = typer.Option(None, "--out", help="report folder (default runs/reports/<name>)"),
+    metric: str = typer.Option("val_nelbo", "--metric", help=METRIC_HELP),
+    quality: str = typer.Option("dnsmos_ovrl", "--quality", help="bounded quality metric (MOS)"),
+    n_boot: int = typer.Option(200, "--n-boot"),
+    holdout_top: int = typer.Option(
+        None, "--holdout-top", help="backtest: hold out the K largest-compute trials"
+    ),
+    holdout_above: float = typer.Option(
+        None, "--holdout-above", help="backtest: hold out the trials with C above this"
+    ),
+    tracking_uri: str = typer.Option(None, "--tracking-uri"),
+) -> None:
+    """Write the HTML scaling report (and log it to the sweep's MLflow parent run)."""
+    from analysis.report import (
+        log_report_to_mlflow,
+        write_report,
+    )  # matplotlib: only loaded by the command using it
+
+    with clean_errors(ValueError, FileNotFoundError):
+        table = _load(source, tracking_uri)
+        curves = _curves(source, table, metric, tracking_uri)
+        out = out or Path("runs/reports") / Path(source).stem
+        path = write_report(
+            table,
+            out,
+            metric=metric,
+            quality=quality,
+            curves=curves,
+            n_boot=n_boot,
+            holdout_top=holdout_top,
+            holdout_above=holdout_above,
+            title=f"Scaling report: {source}",
+        )
+        parent = table.attrs.get("parent_run_id")
+        if parent:
+            log_report_to_mlflow(parent, out, tracking_uri)
+            console.print(f"logged to MLflow run {parent} (artifacts/report)")
+    console.print(f"report: {path}")
+
+
+def allocate(
+    budget: float = typer.Option(None, "--budget", help="training FLOPs"),
+    gpu_hours: float = typer.Option(None, "--gpu-hours"),
+    gpu: str = typer.Option("h100", "--gpu"),
+    sweep: str = typer.Option(None, "--sweep", help="sweep whose trials give the law"),
+    file: Path = typer.Option(None, "--file", help="CSV/Parquet table giving the law"),
+    metric: str = typer.Option("val_nelbo", "--metric", help=METRIC_HELP),
+    quality: str = typer.Option("dnsmos_ovrl", "--quality", help="metric predicted by the two-step chain"),
+    mfu: float = typer.Option(None, "--mfu", help="MFU assumed when the GPU has no measured trials"),
+    n_boot: int = typer.Option(200, "--n-boot"),
+    as_json: bool = typer.Option(False, "--json"),
+    tracking_uri: str = typer.Option(None, "--tracking-uri"),
+) -> None:
+    """Compute-optimal N and D for a budget, predicted loss and MOS, and the nearest model config."""
+    from analysis.allocate import DEFAULT_MFU  # scipy: only loaded by the command using it
+    from analysis.allocate import allocate as _allocate  # scipy: only loaded by the command using it
+    from analysis.fit import FitRefused  # scipy: only loaded by the command using it
+    from analysis.suite import run_suite  # scipy: only loaded by the command using it
+
+    with clean_errors(ValueError, FileNotFoundError):
+        if (budget is None) == (gpu_hours is None):
+            raise FitRefused("allocate", "give exactly one of --budget FLOPS or --gpu-hours H")
+        if (sweep is None) == (file is None):
+            raise FitRefused("allocate", "the law comes from your trials: give --sweep NAME or --file TABLE")
+        table = _load(str(file) if file else sweep, tracking_uri)
+        s = run_suite(table, metric, approaches=("3",), singles=False, quality=None, n_boot=n_boot)
+        if "approach3" not in s.fits:
+            raise FitRefused("allocate", s.refused.get("approach3") or s.refused.get("all", "no fit"))
+        ts = None
+        if quality and quality in s.table.columns and metric in s.table.columns:
+            from analysis.predict import (
+                two_step_from_table,
+            )  # scipy: only loaded by the command using it
+
+            try:
+                ts = two_step_from_table(s.table, metric=quality, loss=metric, n_boot=n_boot)
+            except FitRefused as e:
+                console.print(f"[yellow]no {quality} prediction:[/] {e.reason}")
+        res = _allocate(
+            s.fits["approach3"],
+            budget=budget,
+            gpu_hours=gpu_hours,
+            gpu=gpu,
+            table=s.table,
+            two_step=ts,
+            mfu=mfu if mfu is not None else DEFAULT_MFU,
+        )
+    if as_json:
+        print_json(res)
+        return
+    from rich.table import Table
+
+    t = Table(title="compute-optimal allocation")
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    for k, v in res.items():
+        if k == "config":
+            continue
+        t.add_row(
+            k,
+            f"[{v[0]:.4g}, {v[1]:.4g}]"
+            if isinstance(v, list)
+            else (f"{v:.4g}" if isinstance(v, float) else str(v)),
+        )
+    for k, v in res["config"].items():
+        t.add_row(f"config.{k}", f"{v:.4g}" if isinstance(v, float) else str(v))
+    console.print(t)
+
+
+def backtest(
+    source: str = typer.Argument(..., help="sweep name or CSV/Parquet file"),
+    metric: str = typer.Option("val_nelbo", "--metric", help=METRIC_HELP),
+    holdout_top: int = typer.Option(None, "--holdout-top", help="hold out the K largest-compute trials"),
+    holdout_above: float = typer.Option(None, "--holdout-above", help="hold out trials with C above this"),
+    loss: str = typer.Option("val_nelbo", "--loss", help="loss of the two-step chain's first step"),
+    n_boot: int = typer.Option(200, "--n-boot"),
+    as_json: bool = typer.Option(False, "--json"),
+    tracking_uri: str = typer.Option(None, "--tracking-uri"),
+) -> None:
+    """Fit on the smaller-compute trials, predict the held-out largest ones, score every law."""
+    from analysis.backtest import backtest as _backtest  # scipy: only loaded by the command using it
+    from analysis.table import usable  # pandas: only loaded by the command using it
+
+    with clean_errors(ValueError, FileNotFoundError):
+        table = usable(_load(source, tracking_uri))
+        res = _backtest(
+            table, metric, holdout_top=holdout_top, holdout_above=holdout_above, loss=loss, n_boot=n_boot
+        )
+    if as_json:
+        print_json(res)
+        return
+    from rich.table import Table
+
+    t = Table(
+        title=f"backtest of {metric}: fit on {res['n_train']} trials (C <= {res['threshold_C']:.3g}), "
+        f"{res['n_test']} held out, {int(res['level'] * 100)}% intervals"
+    )
+    for c in ("law", "trial", "observed", "predicted", "low", "high", "rel err", "covered"):
+        t.add_column(c, justify="right")
+    for law, r in res["laws"].items():
+        for p in r["points"]:
             t.add_row(
-                law, "[b]mean[/]", "", "", "", "", f"{r['mean_abs_rel_error']:.3f}", f"{r['coverage']:.2f}"
+                law,
+                p["trial"],
+                f"{p['observed']:.4g}",
+                f"{p['predicted']:.4g}",
+                f"{p['low']:.4g}",
+                f"{p['high']:.4g}",
+                f"{p['rel_error']:.3f}",
+                "yes" if p["covered"] else "no",
             )
-        console.print(t)
-        for law, why in res["refused"].items():
-            console.print(f"[yellow]not fitted[/] {law}: {why}")
+        t.add_row(law, "[b]mean[/]", "", "", "", "", f"{r['mean_abs_rel_error']:.3f}", f"{r['coverage']:.2f}")
+    console.print(t)
+    for law, why in res["refused"].items():
+        console.print(f"[yellow]not fitted[/] {law}: {why}")
 
 
 def _plots(s, out: Path) -> None:
@@ -283,3 +271,11 @@ def _plots(s, out: Path) -> None:
     alloc = {k: s.fits[k] for k in ("approach1", "approach2") if k in s.fits}
     if alloc or "approach3" in s.fits:
         plots.allocation(alloc, s.fits.get("approach3"), k_of(t), c_range(t), out)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's commands to the top-level app."""
+    app.command()(fit)
+    app.command()(report)
+    app.command()(allocate)
+    app.command()(backtest)
