@@ -16,18 +16,18 @@ from typing import Any
 import numpy as np
 
 from analysis import laws
-from analysis.fit import (
+from analysis.fit.approaches import fit_approach3
+from analysis.fit.checks import check_inputs
+from analysis.fit.results import FitRefused, FitResult, percentile_ci
+from analysis.fit.saturating import fit_logistic
+from analysis.fit.solvers import (
     A3_GRID_COARSE,
     LBFGS_BOOT,
-    FitRefused,
-    FitResult,
-    _a3_params,
-    _a3_solve,
-    _logi_solve,
-    _weights,
-    check_inputs,
-    fit_approach3,
-    fit_logistic,
+    a3_params,
+    a3_solve,
+    bootstrap_draws,
+    bootstrap_weights,
+    logistic_solve,
     single_threaded,
 )
 
@@ -178,25 +178,24 @@ def fit_two_step(
     lo_b = -np.inf if bounds[0] is None else bounds[0]
     hi_b = np.inf if bounds[1] is None else bounds[1]
     bnds = ([lo_b, lo_b, kb[0], LL.min() - 2 * span_L], [hi_b, hi_b, kb[1], LL.max() + 2 * span_L])
-    rng = np.random.default_rng(seed)
-    d1, d2 = [], []
-    for _ in range(n_boot):
-        w = _weights(rng, len(logL))
+
+    def refit_both(rng):  # one joint replicate: the same resampled trials for both steps
+        w = bootstrap_weights(rng, len(logL))
         if len(np.unique(logN[w > 0])) < 3 or len(np.unique(logD[w > 0])) < 3:
-            continue
-        _, t1 = _a3_solve(
+            return None
+        _, t1 = a3_solve(
             logN, logD, logL, 1e-3, w, grid=A3_GRID_COARSE, n_refine=1, extra_starts=[th1], options=LBFGS_BOOT
         )
-        _, t2 = _logi_solve(LL, yy, [th2], bnds, w)
+        _, t2 = logistic_solve(LL, yy, [th2], bnds, w)
         if t1 is None or t2 is None:
-            continue
-        d1.append(_a3_params(t1))
-        d2.append({"floor": t2[0], "ceiling": t2[1], "k": t2[2], "L0": t2[3]})
+            return None
+        return a3_params(t1), {"floor": t2[0], "ceiling": t2[1], "k": t2[2], "L0": t2[3]}
+
+    pairs = bootstrap_draws(n_boot, seed, refit_both)
+    d1, d2 = [p[0] for p in pairs], [p[1] for p in pairs]
     for res, draws in ((s1, d1), (s2, d2)):
         if draws:
             res.samples = {k: np.array([d[k] for d in draws]) for k in draws[0]}
-            from analysis.fit import percentile_ci
-
             res.ci = percentile_ci(res.samples, res.level)
     ts = TwoStep(step1=s1, step2=s2, loss=loss_name, metric=metric_name, draws1=d1, draws2=d2)
     ts.chain_residuals = yy - ts._chain(s1.params, s2.params, arr["N"], arr["D"])[1]

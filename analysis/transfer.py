@@ -22,21 +22,19 @@ import numpy as np
 import pandas as pd
 
 from analysis import laws
-from analysis.fit import (
+from analysis.fit.approaches import fit_approach3
+from analysis.fit.checks import check_inputs, refuse_at_bounds
+from analysis.fit.results import FitRefused, FitResult, fit_result
+from analysis.fit.solvers import (
     A3_BOUNDS,
-    FitRefused,
-    FitResult,
-    _a3_params,
-    _a3_solve,
-    _residual_stats,
-    _weights,
     a3_objective,
+    a3_params,
+    a3_solve,
+    bootstrap_draws,
     bootstrap_refit,
-    check_inputs,
-    fit_approach3,
+    bootstrap_weights,
     lbfgs_best,
-    percentile_ci,
-    refuse_at_bounds,
+    residual_stats,
     single_threaded,
 )
 
@@ -99,11 +97,11 @@ def fit_efficiency(
             raise FitRefused(name, f"quality level {q!r} has {nd} data size(s); the data term needs 2")
     G = np.stack([(lev == q).astype(float) for q in others], axis=1)
     logN, logD, logL = np.log(x["N"]), np.log(x["D"]), np.log(x["L"])
-    _, th0 = _a3_solve(logN, logD, logL, delta)
+    _, th0 = a3_solve(logN, logD, logL, delta)
     f, th = _eff_solve([np.concatenate([th0, np.zeros(len(others))])], logN, logD, logL, G, delta)
 
     def params_of(t):
-        p = _a3_params(t[:5])
+        p = a3_params(t[:5])
         p.update({f"m[{q}]": float(np.exp(v)) for q, v in zip(others, t[5:], strict=True)})
         return p
 
@@ -121,15 +119,14 @@ def fit_efficiency(
         - logL
     )
     per_level = {str(q): float(np.sqrt(np.mean(r[lev == q] ** 2))) for q in levels}
-    return FitResult(
-        name=name,
-        law="efficiency",
-        params=params,
-        ci=percentile_ci(samples, level_ci) if samples else {k: (np.nan, np.nan) for k in params},
-        n_points=len(logL),
-        residuals={**_residual_stats(r, "log"), "objective": f, "rmse_by_level": per_level},
+    return fit_result(
+        name,
+        "efficiency",
+        params,
+        samples,
         level=level_ci,
-        samples=samples,
+        n_points=len(logL),
+        residuals={**residual_stats(r, "log"), "objective": f, "rmse_by_level": per_level},
         meta={"reference": str(reference), "levels": [str(q) for q in levels]},
     )
 
@@ -191,34 +188,31 @@ def fit_transfer(
         return {"k": float(np.exp(c[0])), "alpha_T": float(c[1]), "beta_T": float(c[2])}
 
     params = params_of(coef)
-    samples: dict[str, np.ndarray] = {}
-    if n_boot > 0:
-        rng = np.random.default_rng(seed)
-        th0 = np.array(law.meta["theta"])
-        lN, lD, lL = np.log(s["N"]), np.log(s["D"]), np.log(s["L"])
-        ps = []
-        for _ in range(n_boot):
-            w = _weights(rng, len(lL))
-            _, tb = _a3_solve(lN, lD, lL, 1e-3, w, grid=np.empty((0, 5)), n_refine=0, extra_starts=[th0])
-            if tb is None:
-                continue
-            idx = rng.integers(0, len(ft["L"]), len(ft["L"]))
-            cb, _, _ = _transfer_line(_a3_params(tb), ft["N"][idx], ft["D"][idx], ft["L"][idx])
-            if cb is not None:
-                ps.append(params_of(cb))
-        samples = {k: np.array([q[k] for q in ps]) for k in params}
+    th0 = np.array(law.meta["theta"])
+    lN, lD, lL = np.log(s["N"]), np.log(s["D"]), np.log(s["L"])
+
+    def refit(rng):  # one replicate: resample the scratch trials, refit their law, then the fine-tune trials
+        w = bootstrap_weights(rng, len(lL))
+        _, tb = a3_solve(lN, lD, lL, 1e-3, w, grid=np.empty((0, 5)), n_refine=0, extra_starts=[th0])
+        if tb is None:
+            return None
+        idx = rng.integers(0, len(ft["L"]), len(ft["L"]))
+        cb, _, _ = _transfer_line(a3_params(tb), ft["N"][idx], ft["D"][idx], ft["L"][idx])
+        return None if cb is None else params_of(cb)
+
+    ps = bootstrap_draws(n_boot, seed, refit)
+    samples = {k: np.array([q[k] for q in ps]) for k in (ps[0] if ps else {})}
     pred = (
         np.log(params["k"]) + params["alpha_T"] * np.log(ft["D"][ok]) + params["beta_T"] * np.log(ft["N"][ok])
     )
-    return FitResult(
-        name=name,
-        law="transfer",
-        params=params,
-        ci=percentile_ci(samples, level) if samples else {k: (np.nan, np.nan) for k in params},
-        n_points=int(ok.sum()),
-        residuals=_residual_stats(pred - np.log(DT[ok]), "log D_T"),
+    return fit_result(
+        name,
+        "transfer",
+        params,
+        samples,
         level=level,
-        samples=samples,
+        n_points=int(ok.sum()),
+        residuals=residual_stats(pred - np.log(DT[ok]), "log D_T"),
         meta={
             "scratch_law": {k: float(v) for k, v in p.items()},
             "n_finetune": len(ft["L"]),
@@ -234,25 +228,3 @@ def split_pretrained(table: pd.DataFrame, col: str = "pretrain_hours") -> tuple[
         raise FitRefused("transfer", f"the table has no column {col!r} (fine-tune trials log pretrain_hours)")
     pre = pd.to_numeric(table[col], errors="coerce").fillna(0.0) > 0
     return table[~pre], table[pre]
-
-
-# predictors for FitResult.predict
-def _pred_eff(p, m, N, D, level):
-    mult = np.array([1.0 if str(q) == m["reference"] else p[f"m[{q}]"] for q in np.atleast_1d(level)])
-    return laws.chinchilla(N, np.asarray(D, float) * mult, p["E"], p["A"], p["B"], p["alpha"], p["beta"])
-
-
-def _pred_transfer(p, m, DF, N):
-    return (
-        p["k"] * np.power(np.asarray(DF, float), p["alpha_T"]) * np.power(np.asarray(N, float), p["beta_T"])
-    )
-
-
-def _register():
-    from analysis.fit import PREDICTORS
-
-    PREDICTORS.setdefault("efficiency", _pred_eff)
-    PREDICTORS.setdefault("transfer", _pred_transfer)
-
-
-_register()
