@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analysis import laws  # noqa: E402
 from analysis.fit import FitResult  # noqa: E402
 
 
@@ -95,8 +96,6 @@ def allocation(
     fits: dict[str, FitResult], a3: FitResult | None, k: float, C_range, out, name: str = "allocation"
 ) -> Path:
     """N_opt(C) and D_opt(C) from Approaches 1 and 2 (points and fitted lines with bands) and Approach 3."""
-    from analysis import laws
-
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     Cs = np.geomspace(C_range[0] / 3, C_range[1] * 30, 80)
     colors = {"approach1": "tab:blue", "approach2": "tab:orange"}

@@ -15,10 +15,12 @@ import numpy as np
 import pandas as pd
 
 from analysis import plots
+from analysis.allocate import allocate
 from analysis.backtest import backtest
 from analysis.fit import FitRefused, FitResult
 from analysis.predict import DEFAULT_LOSS, DEFAULT_QUALITY
 from analysis.suite import c_range, k_of, run_suite
+from analysis.table import log_artifacts
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -187,8 +189,6 @@ def write_report(
     # allocation example at 10x the largest compute
     alloc = None
     if "approach3" in s.fits:
-        from analysis.allocate import allocate
-
         try:
             alloc = allocate(
                 s.fits["approach3"],
@@ -284,6 +284,4 @@ def _json_default(o):
 
 def log_report_to_mlflow(parent_run_id: str, report_dir: str | Path, tracking_uri: str | None = None) -> None:
     """Upload the report folder as artifacts ``report/`` of the sweep's parent run."""
-    from analysis.table import log_artifacts
-
     log_artifacts(parent_run_id, report_dir, tracking_uri, artifact_path="report")

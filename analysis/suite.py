@@ -10,8 +10,10 @@ import numpy as np
 import pandas as pd
 
 from analysis import fit as F
+from analysis.allocate import flops_per_param_unit
 from analysis.predict import DEFAULT_LOSS, DEFAULT_QUALITY, TwoStep, metric_bounds, two_step_from_table
 from analysis.table import usable
+from analysis.transfer import fit_efficiency, fit_transfer, split_pretrained
 
 APPROACHES = ("1", "2", "3")
 
@@ -210,8 +212,6 @@ def run_suite(
         )
     qcol = quality_level_column(t)
     if qcol is not None:
-        from analysis.transfer import fit_efficiency
-
         lev = quality_levels(t[qcol])
         ref = "none" if (lev == "none").any() else None
         attempt(
@@ -228,7 +228,6 @@ def run_suite(
             ),
         )
     if "pretrain_hours" in full.columns:
-        from analysis.transfer import fit_transfer, split_pretrained
 
         def transfer():
             src = full
@@ -268,8 +267,6 @@ def run_suite(
 
 
 def k_of(table: pd.DataFrame) -> float:
-    from analysis.allocate import flops_per_param_unit
-
     return flops_per_param_unit(table)[0]
 
 

@@ -264,7 +264,7 @@ def usable(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def columns_for(table: pd.DataFrame, fit: str, cols: list[str]) -> None:
-    from analysis.fit import FitRefused
+    from analysis.fit import FitRefused  # scipy: the table loads without the fitting stack
 
     missing = [c for c in cols if c not in table.columns]
     if missing:
