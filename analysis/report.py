@@ -81,8 +81,8 @@ def write_report(
     exact_count: bool = True,
 ) -> Path:
     """Run every applicable fit, draw the plots, write ``out_dir/report.html`` (+ PNG/SVG, ``fits.json``,
-    ``table.csv``). Returns the HTML path. ``exact_count=False`` sizes the allocation's config with the
-    analytic parameter estimate instead of building nets with ``model.counting``."""
+    ``table.csv``). Returns the HTML path. The allocation's config is always sized with ``model.counting``;
+    ``exact_count`` is accepted for existing callers and has no effect (see ``allocate.nearest_config``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     s = run_suite(table, metric, curves=curves, quality=quality, n_boot=n_boot, seed=seed)

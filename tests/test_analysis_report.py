@@ -197,16 +197,30 @@ def test_cli_allocate_json(sweep_csv):
     assert res.exit_code == 2 and "--sweep NAME or --file" in " ".join(res.output.split())
 
 
-def test_analytic_parameter_estimate_matches_model_counting():
+def test_nearest_config_is_the_closest_candidate_counted_by_model_counting():
     counting = pytest.importorskip("model.counting")
-    from analysis.allocate import _variant, estimate_generator_params, nearest_config
+    from analysis.allocate import nearest_config, variant
     from model.config import ModelConfig, TrialConfig
 
-    v = _variant(ModelConfig(), 96, 3)
-    exact = counting.parameter_counts(TrialConfig(model=v))["generator"]["total"]
-    assert abs(estimate_generator_params(v) / exact - 1) < 0.03
-    c = nearest_config(4e7, exact=False)
-    assert abs(np.log(c["N"] / 4e7)) < 0.2 and c["width"] % c["heads"] == 0
+    def counted(w, d):
+        cfg = TrialConfig(model=variant(ModelConfig(), w, d))
+        return counting.parameter_counts(cfg)["generator"]["total"]
+
+    base = ModelConfig()
+    aspect0 = base.n_layers / base.hidden_channels
+    target, widths, depths = 2.2e7, (64, 96, 128, 192), (2, 3, 6)
+    c = nearest_config(target, widths=widths, depths=depths)
+    assert c["counted_by"] == "model.counting.parameter_counts"
+    assert c["N"] == counted(c["width"], c["depth"]) and c["width"] % c["heads"] == 0
+    # every candidate counted exactly: the chosen one has the best score (log distance + aspect preference)
+    score = {
+        (w, d): abs(np.log(counted(w, d) / target)) + 0.02 * abs(np.log((d / w) / aspect0))
+        for w in widths
+        for d in depths
+    }
+    assert (c["width"], c["depth"]) == min(score, key=score.get)
+    full = nearest_config(4e7)  # the whole default grid
+    assert full["N"] == counted(full["width"], full["depth"]) and abs(np.log(full["N"] / 4e7)) < 0.05
 
 
 def test_allocate_refuses_when_loss_does_not_fall_with_N():
