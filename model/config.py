@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import yaml
 
+from model.textfile import TextFileError, read_json, read_yaml
+
 # ----------------------------------------------------------------------------------------------------
 # sections
 
@@ -359,11 +361,11 @@ def load_sbv2_config(path: str | Path) -> tuple[TrialConfig, list[str]]:
     """Load a Style-Bert-VITS2 ``config.json``; returns the config and the list of unknown keys."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+        raw = read_json(path)
+    except TextFileError as e:
+        raise ConfigError(str(e)) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a Style-Bert-VITS2 config.json holds an object, got {type(raw).__name__}")
     unknown: list[str] = []
     cfg = TrialConfig()
     for section in ("data", "model", "train"):
@@ -402,24 +404,18 @@ def save_sbv2_config(cfg: TrialConfig, path: str | Path) -> None:
 def load_config(path: str | Path) -> TrialConfig:
     """Load a trial config from this project's YAML (or JSON in the same shape) or a SBV2 config.json."""
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: file not found")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
-        if "model" in raw and ("inter_channels" in raw["model"] or "version" in raw):
+    try:  # a directory, non-UTF-8 bytes, bad syntax, a key given twice: errors that name file and line
+        raw = read_json(path) if path.suffix == ".json" else read_yaml(path)
+    except TextFileError as e:
+        raise ConfigError(str(e)) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config file holds a mapping of sections, got {type(raw).__name__}")
+    if path.suffix == ".json" and isinstance(raw.get("model"), dict):
+        if "inter_channels" in raw["model"] or "version" in raw:
             cfg, _unknown = load_sbv2_config(path)
             return cfg
-    else:
-        try:
-            raw = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}:{line} invalid YAML: {getattr(e, 'problem', e)}") from None
     return TrialConfig.from_dict(raw, strict=True, where=str(path))
 
 

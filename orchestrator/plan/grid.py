@@ -33,11 +33,11 @@ def resolve_grid(spec: SweepSpec, *, count: bool = True) -> Plan:
             reason = skip_reason(cfg, hours_cache, plan.notes)
             if reason is None:
                 env = constraint_env(cfg, point, seed)
-                for text, ex in constraints:
+                for i, (text, ex) in enumerate(constraints):
                     try:
                         ok = ex(env)
                     except ExprError as e:
-                        raise SpecError(f"{where}: constraints: {e}") from None
+                        raise SpecError(f"{where}: constraints[{i}]: {e}") from None
                     if not ok:
                         reason = f"constraint {text!r} is false"
                         break

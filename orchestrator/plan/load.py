@@ -7,8 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from model.textfile import TextFileError, read_yaml
 from orchestrator.plan.checks import check_semantics
 from orchestrator.plan.schema import SpecError, SweepSpec, validate_spec
 
@@ -26,9 +25,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     if not path.exists():
         raise SpecError(f"{path}: sweep file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}:" if mark else ""
-        raise SpecError(f"{path}:{line} invalid YAML: {getattr(e, 'problem', e)}") from None
+        raw = read_yaml(path)  # a directory, non-UTF-8 bytes, bad YAML, a key given twice: named errors
+    except TextFileError as e:
+        raise SpecError(str(e)) from None
     return parse_spec(raw if raw is not None else {}, path)
