@@ -99,6 +99,28 @@ def read_text(path: str | Path, kind: str = "text") -> str:
     return decode_utf8(data, str(path))
 
 
+def read_lines(path: str | Path, *, bom: bool = False) -> list[tuple[int, str | None, str | None]]:
+    """Every line of a line-oriented UTF-8 file (a corpus list, a transcript) as ``(line number, text, error)``.
+
+    Each line is decoded on its own, so one line that is not UTF-8 costs only that line: it comes back as
+    ``(n, None, "not UTF-8 (byte 0xff at column 7)")`` and the caller drops it (lenient) or refuses the file
+    (strict) with its line number. ``bom``: strip a UTF-8 byte-order mark at the start (``utf-8-sig`` files).
+    """
+    data = Path(path).read_bytes()
+    if bom and data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    out: list[tuple[int, str | None, str | None]] = []
+    for n, raw in enumerate(data.split(b"\n"), 1):
+        raw = raw.removesuffix(b"\r")
+        try:
+            out.append((n, raw.decode("utf-8"), None))
+        except UnicodeDecodeError as e:
+            out.append((n, None, f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"))
+    if out and out[-1][1] == "":  # the newline that ends the last line does not start another
+        out.pop()
+    return out
+
+
 def read_yaml(path: str | Path) -> Any:
     """The parsed YAML document at ``path`` (None for an empty file); see the module docstring."""
     return parse_yaml(read_text(path, "YAML"), str(path))

@@ -111,3 +111,47 @@ def test_expression_bounds_unit():
     assert Expr("width * 2 ** 3 == 256")({"width": 32})
     assert Expr("2 ** 0.5 > 1.41")({})
     assert Expr(f"2 ** {MAX_INT_BITS - 1} > 0")({})
+
+
+def _corpus_with_bad_lines(tmp: Path) -> Path:
+    """``tests/bad_inputs/corpus_bad_lines/esd.list`` (line 2 not UTF-8, line 3 a speaker name with '|')
+    beside 14 short generated wavs."""
+    import numpy as np
+    import soundfile as sf
+
+    root = tmp / "corpus"
+    (root / "wavs").mkdir(parents=True)
+    (root / "esd.list").write_bytes((BAD / "corpus_bad_lines" / "esd.list").read_bytes())
+    t = np.arange(int(44100 * 2.0)) / 44100
+    for i in range(14):
+        sf.write(
+            root / "wavs" / f"u{i}.wav",
+            (0.3 * np.sin(2 * np.pi * (200 + 20 * i) * t)).astype("float32"),
+            44100,
+        )
+    return root
+
+
+def test_corpus_bad_lines_lenient_drops_only_them(tmp_path: Path):
+    root = _corpus_with_bad_lines(tmp_path)
+    p = cli("data", "info", str(root), "--json", cwd=tmp_path, check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    import json
+
+    res = json.loads(p.stdout)
+    assert res["utterances"] == 12 and res["dropped"] == {"bad_line": 2}
+    rows = Path(tmp_path / res["dropped_list"]).read_text(encoding="utf-8").splitlines()[1:]
+    by_line = {r.split("\t")[0].rsplit(":", 1)[1]: r for r in rows}
+    assert set(by_line) == {"2", "3"}
+    assert "not UTF-8 (byte 0xff at column 21)" in by_line["2"]
+    assert "speaker name contains '|'" in by_line["3"] and "unsupported language" not in by_line["3"]
+
+
+def test_corpus_bad_lines_strict_names_the_line(tmp_path: Path):
+    root = _corpus_with_bad_lines(tmp_path)
+    cfg = tmp_path / "strict.yaml"
+    cfg.write_text("data:\n  strict: true\n", encoding="utf-8")
+    p = cli("data", "info", str(root), "--config", str(cfg), cwd=tmp_path, check=False)
+    out = " ".join((p.stdout + p.stderr).split())
+    assert p.returncode == 2 and "Traceback" not in out, out
+    assert re.search(r"esd\.list:2: .*not UTF-8 \(byte 0xff at column 21\)", out), out

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.textfile import read_lines
+
 FORMATS = ("esd", "jsut", "jvs")
 JVS_SUBSETS = ("parallel100", "nonpara30")
 
@@ -90,36 +92,56 @@ def read_esd_list(path: str | Path, strict: bool = False) -> tuple[list[RawItem]
     if not p.is_file():
         raise CorpusError(f"{p}: esd.list not found")
     items, problems = [], []
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise CorpusError(f"{p}: not UTF-8 ({e})") from None
-    for n, line in enumerate(lines, 1):
+    for n, line, bad in read_lines(p):
         src = f"{p}:{n}"
+        if line is None:
+            _problem(problems, strict, src, "", str(bad))
+            continue
         if not line.strip():
             continue
-        parts = line.split("|")
+        parts = line.split("|", 3)  # the text is the rest of the line: a '|' inside it is kept
         if len(parts) < 4:
             _problem(problems, strict, src, "", f"expected wav_path|speaker|language|text, got {line!r}")
             continue
-        wav, spk, lang, text = (x.strip() for x in parts[:4])
+        wav, spk, lang, text = (x.strip() for x in parts)
         id_ = Path(wav).stem
         if not wav or not spk:
             _problem(problems, strict, src, id_, "empty wav path or speaker")
             continue
         if lang.upper() not in ("JP", "JA"):
-            _problem(problems, strict, src, id_, f"unsupported language {lang!r} (only JP)")
+            _problem(problems, strict, src, id_, _language_problem(lang, text))
             continue
         items.append(RawItem(id_, spk, text, str(_resolve(p.parent, wav)), src))
     return items, problems
 
 
+LANGUAGE_CODES = ("JP", "JA", "EN", "ZH")  # what Style-Bert-VITS2 lists carry in the language field
+
+
+def _language_problem(lang: str, rest: str) -> str:
+    """Why the language field is wrong; a '|' inside the wav path or speaker name shifts every field right,
+    so when a language code turns up later in the line, say that instead of 'unsupported language'."""
+    later = [f.strip() for f in rest.split("|")[:-1]]
+    if lang.upper() not in LANGUAGE_CODES and any(f.upper() in LANGUAGE_CODES for f in later):
+        return (
+            f"field 3 should be the language but is {lang!r}, and a language code comes later in the line: "
+            "the wav path or the speaker name contains '|', which separates the fields "
+            "(expected wav_path|speaker|language|text)"
+        )
+    if lang.upper() in LANGUAGE_CODES:
+        return f"unsupported language {lang!r} (this project trains Japanese: JP)"
+    return f"field 3 should be the language (JP) but is {lang!r} (expected wav_path|speaker|language|text)"
+
+
 def _read_transcript(path: Path, strict: bool, problems: list) -> list[tuple[str, str, str]]:
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+    for n, line, bad in read_lines(path, bom=True):
+        src = f"{path}:{n}"
+        if line is None:
+            _problem(problems, strict, src, "", str(bad))
+            continue
         if not line.strip():
             continue
-        src = f"{path}:{n}"
         if ":" not in line:
             _problem(problems, strict, src, "", f"expected ID:text, got {line!r}")
             continue
