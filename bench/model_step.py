@@ -15,12 +15,17 @@ import time
 
 import torch
 
-from model.config import TrialConfig, seed_large_config, tiny_config
+from model.config import PRESETS as CONFIG_PRESETS
+from model.config import TrialConfig
 from model.counting import count_parameters, flops_per_step, step_shape
 from model.step import build_train_state, resolve_device, train_step
 from model.text.symbols import NUM_SYMBOLS
 
-PRESETS = {"tiny": tiny_config, "default": TrialConfig, "large": seed_large_config}
+PRESETS = {
+    "tiny": CONFIG_PRESETS["tiny"],
+    "default": CONFIG_PRESETS["default"],
+    "large": CONFIG_PRESETS["seed_large"],
+}
 
 
 def random_batch(cfg: TrialConfig, batch_size: int, device: torch.device, utterance_s: float = 4.0):

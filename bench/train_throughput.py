@@ -31,11 +31,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.config import TrialConfig, seed_large_config, tiny_config  # noqa: E402
+from model.config import PRESETS as CONFIG_PRESETS  # noqa: E402
+from model.config import TrialConfig  # noqa: E402
 from model.counting import step_shape  # noqa: E402
 from model.step import build_train_state, resolve_device, train_step  # noqa: E402
 
-PRESETS = {"tiny": tiny_config, "default": TrialConfig, "large": seed_large_config}
+PRESETS = {
+    "tiny": CONFIG_PRESETS["tiny"],
+    "default": CONFIG_PRESETS["default"],
+    "large": CONFIG_PRESETS["seed_large"],
+}
 
 
 def synthetic_batch(cfg: TrialConfig, batch: int, utterance_s: float, seed: int = 0) -> dict:

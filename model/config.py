@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import json
 import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -357,8 +358,9 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 # files: Style-Bert-VITS2 config.json and this project's YAML
 
 
-def load_sbv2_config(path: str | Path) -> tuple[TrialConfig, list[str]]:
-    """Load a Style-Bert-VITS2 ``config.json``; returns the config and the list of unknown keys."""
+def load_sbv2_config(path: str | Path, base: TrialConfig | None = None) -> tuple[TrialConfig, list[str]]:
+    """Load a Style-Bert-VITS2 ``config.json`` (on top of ``base``, default ``TrialConfig()``); returns the
+    config and the list of unknown keys."""
     path = Path(path)
     try:
         raw = read_json(path)
@@ -367,7 +369,7 @@ def load_sbv2_config(path: str | Path) -> tuple[TrialConfig, list[str]]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a Style-Bert-VITS2 config.json holds an object, got {type(raw).__name__}")
     unknown: list[str] = []
-    cfg = TrialConfig()
+    cfg = copy.deepcopy(base) if base is not None else TrialConfig()
     for section in ("data", "model", "train"):
         if section in raw:
             setattr(
@@ -375,7 +377,7 @@ def load_sbv2_config(path: str | Path) -> tuple[TrialConfig, list[str]]:
                 section,
                 build_dataclass(
                     SECTIONS[section],
-                    raw[section],
+                    merge(asdict(getattr(cfg, section)), raw[section]),
                     strict=False,
                     where=f"{path.name}:{section}",
                     unknown=unknown,
@@ -401,8 +403,12 @@ def save_sbv2_config(cfg: TrialConfig, path: str | Path) -> None:
     Path(path).write_text(json.dumps(out, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
-def load_config(path: str | Path) -> TrialConfig:
-    """Load a trial config from this project's YAML (or JSON in the same shape) or a SBV2 config.json."""
+def load_config(path: str | Path, preset: str | None = None) -> TrialConfig:
+    """Load a trial config from this project's YAML (or JSON in the same shape) or a SBV2 config.json.
+
+    The file's values apply on top of a preset: its own top-level ``preset: tiny`` key, else ``preset`` (a
+    sweep's ``base.preset``, ``model info --preset``), else ``default``. Naming two different presets is refused.
+    """
     path = Path(path)
     try:  # a directory, non-UTF-8 bytes, bad syntax, a key given twice: errors that name file and line
         raw = read_json(path) if path.suffix == ".json" else read_yaml(path)
@@ -412,11 +418,17 @@ def load_config(path: str | Path) -> TrialConfig:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config file holds a mapping of sections, got {type(raw).__name__}")
+    own = raw.pop("preset", None)
+    if own is not None and preset is not None and own != preset:
+        raise ConfigError(
+            f"{path}: preset: the file names preset {own!r}, but it is applied on {preset!r}; give one"
+        )
+    base = preset_config(own or preset or "default", where=f"{path}: preset")
     if path.suffix == ".json" and isinstance(raw.get("model"), dict):
         if "inter_channels" in raw["model"] or "version" in raw:
-            cfg, _unknown = load_sbv2_config(path)
+            cfg, _unknown = load_sbv2_config(path, base=base)
             return cfg
-    return TrialConfig.from_dict(raw, strict=True, where=str(path))
+    return TrialConfig.from_dict(merge(base.to_dict(), raw), strict=True, where=str(path))
 
 
 def dump_config(cfg: TrialConfig, path: str | Path) -> None:
@@ -486,3 +498,17 @@ def seed_large_config() -> TrialConfig:
     cfg.model.n_heads = 16
     cfg.model.n_layers = 24
     return cfg
+
+
+PRESETS: dict[str, Callable[[], TrialConfig]] = {
+    "default": TrialConfig,  # Style-Bert-VITS2 JP-Extra's public config
+    "tiny": tiny_config,
+    "seed_large": seed_large_config,
+}
+
+
+def preset_config(name: str, where: str = "preset") -> TrialConfig:
+    """A fresh config of the named preset (the one table of presets: sweeps, ``model info``, benches)."""
+    if name not in PRESETS:
+        raise ConfigError(f"{where}: unknown preset {name!r} (allowed: {', '.join(PRESETS)})")
+    return PRESETS[name]()

@@ -136,8 +136,8 @@ def step_shape(
     phones: int | None = None,
 ) -> StepShape:
     d, t = cfg.data, cfg.train
-    b = int(batch_size or t.batch_size)
-    seg = int(segment_size or t.segment_size)
+    b = int(t.batch_size if batch_size is None else batch_size)  # 0 is refused below, never replaced
+    seg = int(t.segment_size if segment_size is None else segment_size)
     if b <= 0:
         raise ValueError(f"batch_size must be positive, got {b}")
     if seg <= 0 or seg % d.hop_length:

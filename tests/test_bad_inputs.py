@@ -70,6 +70,20 @@ CASES = [
         2,
         [r"bad_inputs", r"is a directory"],
     ),
+    (
+        "model-info-batch-0",
+        ["model", "info", "--batch-size", "0"],
+        2,
+        [r"--batch-size", r"greater than or (│ )*equal to 1"],
+    ),
+    ("model-info-segment-0", ["model", "info", "--segment-size", "0"], 2, [r"--segment-size"]),
+    ("model-info-bad-preset", ["model", "info", "--preset", "huge"], 2, [r"--preset", r"'huge'", r"tiny"]),
+    (
+        "config-preset-conflict",
+        ["model", "info", "--preset", "default", "--config", "{bad}/config_preset_tiny.yaml"],
+        2,
+        [r"config_preset_tiny\.yaml", r"preset", r"'tiny'", r"'default'"],
+    ),
 ]
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
-from model.config import ConfigError, TrialConfig, load_config, load_sbv2_config
+from model.config import PRESETS, ConfigError, load_config, load_sbv2_config, preset_config
+from model.textfile import TextFileError, read_json
 from orchestrator.commands._common import clean_errors, console, err_console, print_json
 
 model_app = typer.Typer(
@@ -15,22 +15,21 @@ model_app = typer.Typer(
 )
 
 
-def load_any_config(path: Path | None):
-    """A Style-Bert-VITS2 ``config.json`` or this project's YAML/JSON; returns (config, unknown keys)."""
+def load_any_config(path: Path | None, preset: str | None = None):
+    """A Style-Bert-VITS2 ``config.json`` or this project's YAML/JSON, on top of ``preset`` (default:
+    ``default``); returns (config, unknown keys)."""
     if path is None:
-        return TrialConfig(), []
+        return preset_config(preset or "default", where="--preset"), []
     if path.suffix == ".json" and _looks_sbv2(path):
-        return load_sbv2_config(path)
-    return load_config(path), []
+        return load_sbv2_config(path, base=preset_config(preset, where="--preset") if preset else None)
+    return load_config(path, preset=preset), []
 
 
 def _looks_sbv2(path: Path) -> bool:
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+        raw = read_json(path)
+    except TextFileError as e:
+        raise ConfigError(str(e)) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a JSON object at the top level")
     model = raw.get("model")
@@ -43,11 +42,23 @@ def info(
         None,
         "--config",
         "-c",
-        help="Style-Bert-VITS2 config.json or project YAML (default: JP-Extra defaults)",
+        help="Style-Bert-VITS2 config.json or project YAML/JSON, applied on top of --preset",
     ),
-    batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="default: train.batch_size"),
+    preset: str | None = typer.Option(
+        None,
+        "--preset",
+        "-p",
+        help=f"start from a preset: {' | '.join(PRESETS)} (default: default, the JP-Extra public config)",
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", "-b", min=1, help="utterances per step (default: train.batch_size)"
+    ),
     segment_size: int | None = typer.Option(
-        None, "--segment-size", "-s", help="samples per decoder segment (default: train.segment_size)"
+        None,
+        "--segment-size",
+        "-s",
+        min=1,
+        help="samples per decoder segment, a multiple of data.hop_length (default: train.segment_size)",
     ),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
@@ -55,7 +66,7 @@ def info(
     from model.counting import DEFAULT_UTTERANCE_S, model_info, step_shape  # torch: only for `model info`
 
     with clean_errors(ConfigError, ValueError, FileNotFoundError):
-        cfg, unknown = load_any_config(config)
+        cfg, unknown = load_any_config(config, preset)
         for key in unknown:
             err_console.print(f"[yellow]warning:[/] unknown key {key} (ignored)")
         shape = step_shape(cfg, batch_size, segment_size)

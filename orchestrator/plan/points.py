@@ -17,16 +17,14 @@ from model.config import (
     flatten,
     load_config,
     merge,
-    seed_large_config,
-    tiny_config,
+    preset_config,
 )
 from orchestrator.plan.schema import KNOWN_AXES, OTHER_AXES, BaseSettings, SpecError, SweepSpec
 
-PRESETS = {"default": TrialConfig, "tiny": tiny_config, "seed_large": seed_large_config}
-
 
 def base_config(spec: SweepSpec) -> TrialConfig:
-    """The base TrialConfig: a base file (path relative to the sweep file) or a preset + file + overrides."""
+    """The base TrialConfig: a base file (path relative to the sweep file), or ``{preset, file, data, model,
+    train, eval}`` applied in that order (the file's values on top of the preset, the sections on top of both)."""
     where = spec.where()
     root = spec.source.parent if spec.source else Path.cwd()
     b = spec.base
@@ -40,11 +38,9 @@ def base_config(spec: SweepSpec) -> TrialConfig:
                 raise SpecError(
                     f"{where}: base.file: base file not found: {p} (paths are relative to the sweep file)"
                 )
-            if b.preset != "default":
-                raise SpecError(f"{where}: base: give either preset or file, not both")
-            cfg = load_config(p)
+            cfg = load_config(p, preset=b.preset if "preset" in b.model_fields_set else None)
         else:
-            cfg = PRESETS[b.preset]()
+            cfg = preset_config(b.preset, where="base.preset")
         overrides = {
             k: v for k, v in (("data", b.data), ("model", b.model), ("train", b.train), ("eval", b.eval)) if v
         }
