@@ -24,6 +24,10 @@ import yaml
 
 from model.textfile import TextFileError, read_json, read_yaml
 
+# ``data.min_quality: default``: the filter that separates the built-in corpus's degraded items from its clean
+# ones (why these bounds: model/data/quality.py, above where it imports this).
+DEFAULT_MIN_QUALITY = "dnsmos_bak >= 2.5 and snr_db >= 35 and clip_ratio <= 0.001 and transcript_absz <= 4"
+
 # ----------------------------------------------------------------------------------------------------
 # sections
 

@@ -18,14 +18,14 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.panel import Panel
 
 from analysis.mlflow_contract import default_tracking_uri
+from orchestrator.commands._common import make_console
 from orchestrator.driver import submit_sweep
 from orchestrator.plan import base_config, load_spec
 
-console = Console()
+console = make_console()
 
 DEFAULT_SPEC = Path("sweeps/demo.yaml")
 ALLOCATE_BUDGET = 1e13  # FLOPs: ~30x the demo's largest trial, to show an extrapolated allocation

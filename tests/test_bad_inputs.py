@@ -169,3 +169,60 @@ def test_corpus_bad_lines_strict_names_the_line(tmp_path: Path):
     out = " ".join((p.stdout + p.stderr).split())
     assert p.returncode == 2 and "Traceback" not in out, out
     assert re.search(r"esd\.list:2: .*not UTF-8 \(byte 0xff at column 21\)", out), out
+
+
+def test_messages_not_wrapped_in_a_log(tmp_path: Path):
+    """Not a terminal (CI, `| tee`): a message stays on one line however long, so it can be grepped."""
+    missing = tmp_path / ("a-long-directory-name-" * 4) / "sweep.yaml"
+    p = cli("sweep", "submit", str(missing), "--dry-run", cwd=tmp_path, check=False)
+    lines = [ln for ln in p.stderr.splitlines() if "error" in ln]
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert str(missing) in lines[0] and "not found" in lines[0]
+
+
+def test_progress_in_a_log_is_plain_lines():
+    import io
+
+    from model.data.files import progress_bar
+
+    class Log(io.StringIO):
+        def isatty(self) -> bool:
+            return False
+
+    log = Log()
+    bar = progress_bar(True, 36.0, "synth", unit="s", every_s=0.0, stream=log)
+    for _ in range(19):  # 19 updates of 2.54 s: past the 36 s target, as the corpus builder's last round is
+        bar.update(2.5405442176870747)
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 20 and "\r" not in log.getvalue()
+    assert lines[0].startswith("synth: 2/36 s (6%")
+    assert all(re.match(r"synth: \d+/36 s \(\d+%, \d+ s\)$", ln) for ln in lines)
+    assert lines[-1].startswith("synth: 36/36 s (100%")  # capped at the total, whole numbers
+
+
+def test_documented_commands_exist():
+    """Every `vits-scaling <command> [<subcommand>]` written in README, docs and the shipped sweeps exists."""
+    from typer.main import get_command
+
+    from orchestrator.cli import app
+
+    root = get_command(app)
+    files = [
+        ROOT / "README.md",
+        *sorted((ROOT / "docs").rglob("*.md")),
+        *sorted((ROOT / "sweeps").glob("*.yaml")),
+    ]
+    seen = 0
+    for f in files:
+        text = re.sub(r"\n#\s*", " ", f.read_text(encoding="utf-8"))  # a command may wrap in a YAML comment
+        # in inline code (`vits-scaling fit ...`) or at the start of a line of a code block
+        pat = r"(?:`|^[ \t]*(?:\$[ \t]*)?)vits-scaling[ \t]+([a-z][a-z-]*)(?:[ \t]+([a-z][a-z-]*))?"
+        for m in re.finditer(pat, text, flags=re.M):
+            name, sub = m.group(1), m.group(2)
+            assert name in root.commands, f"{f.name}: `vits-scaling {name}` is not a command"
+            group = root.commands[name]
+            if hasattr(group, "commands") and sub and not sub.startswith("-"):
+                assert sub in group.commands, f"{f.name}: `vits-scaling {name} {sub}` is not a command"
+            seen += 1
+    assert seen > 20

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import fcntl
+import math
 import os
+import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,7 +45,7 @@ def file_lock(path: str | Path):
 
 
 class NullBar:
-    """Stands in for a tqdm bar when progress is off."""
+    """Stands in for a progress bar when progress is off."""
 
     def update(self, n: float = 1) -> None:
         pass
@@ -51,9 +54,70 @@ class NullBar:
         pass
 
 
-def progress_bar(enabled: bool, total: float, desc: str, unit: str = "it", **kw):
+class _Counted:
+    """Counts progress toward ``total``: fractional updates accumulate, the shown count is a whole number and
+    never passes the total (work beyond the target, kept for later, does not run the bar past its end)."""
+
+    def __init__(self, total: float):
+        self.total = max(1, math.ceil(total))
+        self.done = 0.0
+
+    def _step(self, n: float) -> int:
+        before = min(int(self.done), self.total)
+        self.done += n
+        return min(int(self.done), self.total) - before
+
+
+class _TtyBar(_Counted):
+    def __init__(self, total: float, desc: str, unit: str):
+        super().__init__(total)
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=self.total, desc=desc, unit=unit, leave=False)
+
+    def update(self, n: float = 1) -> None:
+        if k := self._step(n):
+            self._bar.update(k)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+class _LogBar(_Counted):
+    """For a log (CI, ``| tee``): one plain line every ``every_s`` seconds and one at the end, instead of
+    thousands of carriage-return redraws in one line."""
+
+    def __init__(self, total: float, desc: str, unit: str, every_s: float, stream):
+        super().__init__(total)
+        self.desc, self.unit, self.every_s, self.stream = desc, unit, every_s, stream
+        self.t0 = self.last = time.monotonic()
+        self.closed = False
+
+    def _print(self) -> None:
+        n = min(int(self.done), self.total)
+        el = time.monotonic() - self.t0
+        self.stream.write(f"{self.desc}: {n}/{self.total} {self.unit} ({100 * n / self.total:.0f}%, {el:.0f} s)\n")
+        self.stream.flush()
+
+    def update(self, n: float = 1) -> None:
+        self._step(n)
+        if time.monotonic() - self.last >= self.every_s:
+            self.last = time.monotonic()
+            self._print()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._print()
+
+
+def progress_bar(enabled: bool, total: float, desc: str, unit: str = "it", *, every_s: float = 5.0, stream=None):
+    """A progress bar toward ``total`` (``update(n)`` takes fractions; the count shown is whole and capped):
+    a tqdm bar on a terminal, a plain line every ``every_s`` seconds when stderr is not a terminal, nothing
+    when ``enabled`` is False or there is nothing to do."""
     if not enabled or not total:
         return NullBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, leave=False, **kw)
+    stream = stream or sys.stderr
+    if not stream.isatty():
+        return _LogBar(total, desc, unit, every_s, stream)
+    return _TtyBar(total, desc, unit)

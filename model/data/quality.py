@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from model.config import DEFAULT_MIN_QUALITY
 from model.data.files import atomic_write_text, file_lock, progress_bar
 from model.data.manifest import ManifestItem, fingerprint
 from model.text.g2p import FRONTEND_VERSION, phone_counts
@@ -89,7 +90,8 @@ SCORES: dict[str, tuple[str, bool, str]] = {
 # clean ~2e-5); a transcript of another utterance: transcript_absz (wrong >= 10 there, clean <= 3.1). No
 # absolute DNSMOS OVRL bound: it depends on the voice (the HTS voice of the built-in corpus scores OVRL
 # ~1.8-3.0 clean), so for other corpora prefer a percentile ("dnsmos_ovrl >= p20") or their own values.
-DEFAULT_MIN_QUALITY = "dnsmos_bak >= 2.5 and snr_db >= 35 and clip_ratio <= 0.001 and transcript_absz <= 4"
+# The expression itself lives in model.config (beside data.min_quality), so light modules such as the CLI's
+# help text can show it without importing this package.
 
 
 # ----------------------------------------------------------------------------------------------------

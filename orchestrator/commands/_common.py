@@ -9,8 +9,19 @@ from typing import Any
 
 from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+# On a terminal rich follows its width. In a log (CI, `| tee`, a file) it would wrap every message at 80
+# columns and squeeze tables; there, lines are as long as they need to be (up to LOG_WIDTH) and machines
+# that want structure use --json.
+LOG_WIDTH = 240
+
+
+def make_console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else LOG_WIDTH)
+
+
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 def print_json(obj: Any) -> None:

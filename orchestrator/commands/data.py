@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from model.config import ConfigError
+from model.config import DEFAULT_MIN_QUALITY, ConfigError
 from orchestrator.commands._common import clean_errors, console, print_json
 from orchestrator.commands.model import load_any_config
 
@@ -76,6 +76,7 @@ def synth(
         "utterances": c.n_items,
         "hours": round(c.hours, 4),
         "synthesized": c.synthesized,
+        "synthesized_beyond_target": c.beyond,
         "reused": c.synthesized == 0,
         "synth_seconds": round(c.synth_seconds, 2),
     }
@@ -89,6 +90,8 @@ def synth(
         print_json(res)
         return
     what = "reused (already built)" if res["reused"] else f"synthesised {c.synthesized} utterances"
+    if c.beyond:
+        what += f" ({c.beyond} past the target, kept on disk for a larger build; not in esd.list)"
     console.print(f"{c.esd_list}: {c.n_items} utterances, {c.hours:.3f} h, {what}")
     if degrade:
         console.print(f"degraded {res['degraded']} utterances (list: {res['degradations']})")
@@ -183,7 +186,9 @@ def quality(
     config: Path | None = _CONFIG,
     out: Path | None = typer.Option(None, "--out", "-o", help="write the per-utterance table (.tsv/.csv)"),
     min_quality: str = typer.Option(
-        "default", "--min-quality", help="filter whose pass rate is shown (default: DEFAULT_MIN_QUALITY)"
+        "default",
+        "--min-quality",
+        help=f"filter whose pass rate is shown; 'default' is: {DEFAULT_MIN_QUALITY}",
     ),
     dnsmos: bool = typer.Option(True, "--dnsmos/--no-dnsmos", help="also DNSMOS (~0.35 s/utterance/core)"),
     workers: int = typer.Option(0, "--workers", help="processes (0: data.prepare_workers or auto)"),

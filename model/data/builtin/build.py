@@ -85,6 +85,7 @@ class BuiltinCorpus:
     seconds: float
     synthesized: int  # utterances synthesised by this call (0 when reused)
     synth_seconds: float  # wall time spent synthesising
+    beyond: int = 0  # of those, utterances past the target (kept on disk for a larger build, not in esd.list)
 
     @property
     def hours(self) -> float:
@@ -224,8 +225,9 @@ def _build(
     rows: list[tuple[str, str, int, float]] = []  # (id, text, speaker, seconds)
     total = 0.0
     synthesized = 0
+    made: list[int] = []  # indices synthesised by this call
     t0 = time.perf_counter()
-    bar = progress_bar(progress, round(target, 1), "synthesising built-in corpus", unit="s")
+    bar = progress_bar(progress, target, "synthesising built-in corpus", unit="s of audio")
     pool = None
 
     try:
@@ -240,6 +242,7 @@ def _build(
                     cached[k] = sf.info(str(f)).frames / sr
                 else:
                     todo.append((seed, k, sr, n_spk))
+            bar.update(sum(cached.values()))
             if todo and workers > 1 and len(todo) >= 4 and pool is None:
                 pool = get_context("spawn").Pool(workers, initializer=_init_worker)
             results = pool.imap(_job, todo, chunksize=2) if pool is not None else map(_job, todo)
@@ -248,6 +251,7 @@ def _build(
                 atomic_write_bytes(wavs / f"{utt_id(k)}.wav", data)
                 done[k] = secs
                 synthesized += 1
+                made.append(k)
                 bar.update(secs)
             for k in range(i, i + n):
                 if total >= target:
@@ -292,7 +296,8 @@ def _build(
         synthesized,
         synth_s,
     )
-    return BuiltinCorpus(out, out / "esd.list", len(rows), total, synthesized, synth_s)
+    beyond = sum(1 for k in made if k >= len(rows))
+    return BuiltinCorpus(out, out / "esd.list", len(rows), total, synthesized, synth_s, beyond)
 
 
 def _degrade(out: Path, rows: list, seed: int, sr: int, fraction: float, dseed: int) -> dict:
