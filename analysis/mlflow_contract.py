@@ -71,6 +71,27 @@ def sqlite_path(uri: str) -> Path | None:
     return None
 
 
+SCALING_TARGET = (
+    "val_nelbo"  # the metric every command ranks and fits by default (README: the scaling target)
+)
+
+
+class StoreNotFound(FileNotFoundError):
+    """A read-only command was pointed at a tracking store that does not exist."""
+
+
+def existing_store(uri: str) -> str:
+    """``uri`` for a command that only reads: a ``sqlite:///`` file that does not exist is refused, because
+    opening it would create an empty database (and print MLflow's migration log) where nothing was tracked."""
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise StoreNotFound(
+            f"no tracking store at {db}: nothing has been tracked there (submit a sweep first, "
+            "or give --tracking-uri / set MLFLOW_TRACKING_URI to the store that has it)"
+        )
+    return uri
+
+
 def tag_filter(tags: dict[str, str]) -> str:
     """An MLflow search filter matching runs whose tags equal ``tags``."""
     return " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())

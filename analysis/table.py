@@ -31,7 +31,9 @@ from analysis.mlflow_contract import (
     TAG_SWEEP,
     TAG_TRIAL,
     USABLE_STATUS,
+    StoreNotFound,
     active_experiment_ids,
+    existing_store,
     is_sweep_run,
     run_status,
     search_runs,
@@ -48,7 +50,7 @@ class TableError(ValueError):
 def mlflow_client(uri: str | None = None):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri(uri))
+    return MlflowClient(tracking_uri=existing_store(tracking_uri(uri)))  # analysis only reads: never creates
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -120,7 +122,10 @@ def curves_from_file(path: str | Path, metric: str, **cols) -> pd.DataFrame | No
 
 def sweep_runs(sweep: str, uri: str | None = None) -> tuple[Any, list]:
     """(parent run or None, trial runs) of a sweep, one run per trial id (the latest finished one)."""
-    client = mlflow_client(uri)
+    try:
+        client = mlflow_client(uri)
+    except StoreNotFound as e:
+        raise TableError(f"sweep {sweep!r} not found: {e}") from None
     runs = search_runs(client, active_experiment_ids(client), f"tags.`{TAG_SWEEP}` = '{sweep}'")
     parents = [r for r in runs if is_sweep_run(r)]
     children: dict[str, Any] = {}

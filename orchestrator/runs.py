@@ -13,7 +13,9 @@ from analysis.mlflow_contract import (
     TAG_STATUS,
     TAG_SWEEP,
     TAG_TRIAL,
+    StoreNotFound,
     default_tracking_uri,
+    existing_store,
 )
 from orchestrator import state as st
 from orchestrator.expr import Expr, ExprError
@@ -54,10 +56,13 @@ def trial_rows(
     """One row per child run of ``sweep``: trial, run_id, status, axes, N, C, D and every final metric."""
     uri, exp, sweep_dir = locate(sweep, storage=storage, tracking_uri=tracking_uri, experiment=experiment)
     name = st.load_state(sweep_dir)["name"] if sweep_dir else sweep
-    tracker = Tracker(uri, retry_s=10)
+    try:
+        tracker = Tracker(existing_store(uri), retry_s=10)  # a query: never creates a store
+    except StoreNotFound as e:
+        raise st.SweepNotFound(f"sweep {sweep!r} not found: no saved state, and {e}") from None
     eid = tracker.experiment_id(exp, create=False)
     if eid is None:
-        raise FileNotFoundError(f"no MLflow experiment {exp!r} in {uri}")
+        raise st.SweepNotFound(f"sweep {sweep!r} not found: no MLflow experiment {exp!r} in {uri}")
     runs = tracker.search(eid, {TAG_SWEEP: name, TAG_ROLE: ROLE_TRIAL})
     rows = []
     for r in runs:

@@ -226,3 +226,18 @@ def test_documented_commands_exist():
                 assert sub in group.commands, f"{f.name}: `vits-scaling {name} {sub}` is not a command"
             seen += 1
     assert seen > 20
+
+
+def test_read_only_commands_on_an_existing_store(tmp_path: Path):
+    """A store that exists but holds no such sweep: the commands say the sweep does not exist."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    MlflowClient(tracking_uri=uri).search_experiments()  # creates the (empty) store
+    for args in (["best", "nosuch"], ["ui", "nosuch"], ["fit", "nosuch"]):
+        p = cli(*args, "--tracking-uri", uri, cwd=tmp_path, check=False)
+        out = " ".join((p.stdout + p.stderr).split())
+        assert p.returncode == 2 and "Traceback" not in out, out
+        assert re.search(r"nosuch", out) and re.search(
+            r"not found|no trial runs|no MLflow experiment", out
+        ), out

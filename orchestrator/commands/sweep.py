@@ -10,13 +10,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from analysis.mlflow_contract import default_tracking_uri
+from analysis.mlflow_contract import SCALING_TARGET, StoreNotFound, default_tracking_uri, existing_store
 from orchestrator.commands._common import clean_errors, console, err_console, print_json
 from orchestrator.driver import cancel_sweep, resume_sweep, submit_sweep
 from orchestrator.plan import SpecError
 from orchestrator.runs import STATUS_METRICS, best, locate, sweep_status
 from orchestrator.state import SweepNotFound
-from orchestrator.tracking import TrackingError, TrackingUnavailable, local_artifact_root
+from orchestrator.tracking import Tracker, TrackingError, TrackingUnavailable, local_artifact_root
 
 sweep_app = typer.Typer(help="Submit, watch, resume and cancel sweeps.", no_args_is_help=True)
 
@@ -222,7 +222,9 @@ def cancel(
 
 def best_cmd(
     sweep: str = typer.Argument(..., help="sweep name (or directory / YAML)"),
-    metric: str = typer.Option("val_mel_l1", "--metric", help="metric to rank by"),
+    metric: str = typer.Option(
+        SCALING_TARGET, "--metric", help="metric to rank by (default: the scaling target)"
+    ),
     mode: str = typer.Option("min", "--mode", help="min or max"),
     top: int = typer.Option(5, "--top"),
     where: str | None = typer.Option(None, "--where", help='filter, e.g. "n_layers>=12 and data_hours<1"'),
@@ -267,7 +269,17 @@ def ui_cmd(
 ) -> None:
     """Start the MLflow UI on 127.0.0.1 for a sweep's tracking store."""
     with _errors():
-        uri = tracking_uri or (locate(sweep, storage=storage)[0] if sweep else default_tracking_uri())
+        uri, exp, sweep_dir = (
+            locate(sweep, storage=storage) if sweep else (default_tracking_uri(), None, None)
+        )
+        uri = tracking_uri or uri
+        if not uri.startswith(("http://", "https://")):
+            try:
+                existing_store(uri)  # the UI only reads: an empty database would be created for nothing
+            except StoreNotFound as e:
+                raise SweepNotFound(f"sweep {sweep!r} not found: {e}" if sweep else str(e)) from None
+        if sweep and sweep_dir is None and Tracker(uri).sweep_run(exp, sweep, create=False) is None:
+            raise SweepNotFound(f"sweep {sweep!r} not found: no saved state, and no sweep run in {uri}")
     if uri.startswith(("http://", "https://")):
         console.print(f"the sweep tracks to an MLflow server: open {uri}")
         return
