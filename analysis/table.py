@@ -75,12 +75,37 @@ def read_file(
     if "trial" not in df.columns:
         df.insert(0, "trial", [f"row{i}" for i in range(len(df))])
     df["trial"] = df["trial"].astype(str)
+    check_numeric(df, path)
     if "status" not in df.columns:
         df["status"] = "finished"
     if "step" in df.columns and df["trial"].duplicated().any():
         df = df.sort_values(["trial", "step"]).groupby("trial", sort=False).tail(1).reset_index(drop=True)
     df.attrs["source"] = str(path)
     return df
+
+
+def check_numeric(df: pd.DataFrame, path: str | Path) -> None:
+    """Refuse a number column with a cell that is not a number, naming the file, column, row and trial.
+
+    A number column is N, D, C or step, or any column most of whose filled cells are numbers (a metric or
+    a numeric axis): one stray ``abc`` there would otherwise surface deep in a fit as "could not convert
+    string to float". Rows count as in the file: row 2 is the first line under a CSV header.
+    """
+    for col in df.columns:
+        if col == "trial" or df[col].dtype.kind in "biufc":
+            continue
+        filled = df[col].dropna()
+        if filled.empty:
+            continue
+        as_num = pd.to_numeric(filled, errors="coerce")
+        bad = as_num.isna()
+        if not bad.any() or (col not in ("N", "D", "C", "step") and bad.mean() >= 0.5):
+            continue
+        i = bad.idxmax()
+        raise TableError(
+            f"{path}: column {col!r}, row {int(i) + 2} (trial {df.at[i, 'trial']}): {filled[i]!r} is not a "
+            f"number ({int(bad.sum())} such cell(s) in the column)"
+        )
 
 
 def _read_raw(path: str | Path) -> pd.DataFrame:

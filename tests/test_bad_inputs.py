@@ -84,6 +84,22 @@ CASES = [
         2,
         [r"config_preset_tiny\.yaml", r"preset", r"'tiny'", r"'default'"],
     ),
+    (
+        "table-not-a-number",
+        ["fit", "{bad}/table_not_a_number.csv"],
+        2,
+        [r"table_not_a_number\.csv", r"column 'val_nelbo', row 3 \(trial b\)", r"'abc' is not a number"],
+    ),
+    # read-only commands on a sweep that does not exist: say so, create no store (asserted for every case)
+    *[
+        (
+            f"read-only-{cmd}",
+            [cmd, "nosuch"],
+            2,
+            [r"sweep 'nosuch' not found", r"no tracking store at \S*mlflow\.db"],
+        )
+        for cmd in ("fit", "best", "ui", "report", "backtest")
+    ],
 ]
 
 
