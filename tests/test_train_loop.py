@@ -51,9 +51,20 @@ def _cfg(base, tmp_path, **train):
     return cfg
 
 
-def _weights(path):
+def checkpoint_weights(path):
     sd = load_checkpoint(path)["train_state"]
     return {f"{net}.{k}": v for net in ("net_g", "net_d") for k, v in sd[net].items()}
+
+
+def crash_after(step: int):
+    """A step function that trains normally until ``step`` updates are done, then raises (a killed trial)."""
+
+    def step_fn(state, batch):
+        if state.step == step:
+            raise RuntimeError("injected crash")
+        return train_step(state, batch)
+
+    return step_fn
 
 
 SCHEDULES = {  # 11 steps; the resume (from step 4) is inside the warm-up (cosine) / before the cooldown (wsd)
@@ -75,14 +86,9 @@ def test_resume_ends_with_the_same_weights(base_cfg, tmp_path, schedule):
     b = _cfg(base_cfg, tmp_path / "b", **kw)
     b.eval.eval_every = 3
 
-    def crash_at_7(state, batch):
-        if state.step == 6:
-            raise RuntimeError("injected crash")
-        return train_step(state, batch)
-
     sink_a = MemorySink()
     with pytest.raises(RuntimeError, match="injected crash"):
-        run_trial(b, sink_a, resume=False, step_fn=crash_at_7)
+        run_trial(b, sink_a, resume=False, step_fn=crash_after(6))
     assert [s for s, _ in list_checkpoints(tmp_path / "b" / "trial" / "checkpoints")] == [4]
     sink = MemorySink()
     rb = run_trial(b, sink, resume=True)
@@ -111,7 +117,7 @@ def test_resume_ends_with_the_same_weights(base_cfg, tmp_path, schedule):
     assert sink.history("loss_mel")[0][0] == 5  # continued at the step after the checkpoint
     pa, pb = load_checkpoint(ra.checkpoint), load_checkpoint(rb.checkpoint)
     assert pa["epoch"] == pb["epoch"] >= 1 and pa["batch_in_epoch"] == pb["batch_in_epoch"]
-    wa, wb = _weights(ra.checkpoint), _weights(rb.checkpoint)
+    wa, wb = checkpoint_weights(ra.checkpoint), checkpoint_weights(rb.checkpoint)
     assert wa.keys() == wb.keys()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert pa["counters"] == pb["counters"]

@@ -13,12 +13,11 @@ import math
 import pytest
 import torch
 import yaml
-from test_train_loop import prepared_config
+from test_train_loop import checkpoint_weights, crash_after, prepared_config
 
 from model.config import ConfigError, TrialConfig, load_config, tiny_config
 from model.counting import flops_per_step
 from model.sink import MemorySink
-from model.step import train_step
 from model.train import plan_budget, run_trial
 from model.train.checkpoint import CheckpointMismatch, is_kept, list_checkpoints, load_checkpoint
 from model.train.data import TrialData
@@ -178,11 +177,6 @@ def _trial(base, path, **train) -> TrialConfig:
     return TrialConfig.from_dict(cfg.to_dict())  # built again: the config rules apply
 
 
-def _weights(path):
-    sd = load_checkpoint(path)["train_state"]
-    return {f"{net}.{k}": v for net in ("net_g", "net_d") for k, v in sd[net].items()}
-
-
 def test_branch_equals_an_independent_wsd_trial(base_cfg, tmp_path):
     base, fps = base_cfg
     b8, b12 = 8.5 * fps, 12.5 * fps  # T = 8 and 12 steps; branch points 6 and 9 (cooldown 2 and 3)
@@ -209,14 +203,9 @@ def test_branch_equals_an_independent_wsd_trial(base_cfg, tmp_path):
     branch = _trial(base, tmp_path / "branch", compute_budget=b12, branch_from=str(tmp_path / "trunk"))
     branch.train.checkpoint_every = 10
 
-    def crash_at_11(state, batch):  # a retry after the branch's own checkpoint at step 10
-        if state.step == 10:
-            raise RuntimeError("injected crash")
-        return train_step(state, batch)
-
     first = MemorySink()
-    with pytest.raises(RuntimeError, match="injected crash"):
-        run_trial(branch, first, resume=True, step_fn=crash_at_11)
+    with pytest.raises(RuntimeError, match="injected crash"):  # a retry after its own checkpoint at 10
+        run_trial(branch, first, resume=True, step_fn=crash_after(10))
     assert first.history("branch_step") == [(9, 9)]
     assert first.params["branch.source"].endswith("trunk/checkpoints/ckpt_00000009.pt")
     assert [s for s, _ in first.history("loss_mel")] == [10]  # it started at the branch point
@@ -241,7 +230,7 @@ def test_branch_equals_an_independent_wsd_trial(base_cfg, tmp_path):
         and lrs[12] == pytest.approx(0.1 * lr0)
     )
     # and so are its weights, bit for bit
-    wa, wb = _weights(rs.checkpoint), _weights(rb.checkpoint)
+    wa, wb = checkpoint_weights(rs.checkpoint), checkpoint_weights(rb.checkpoint)
     diff = max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wa)
     print(f"branch vs independent wsd trial: max |weight difference| = {diff:g} over {len(wa)} tensors")
     assert wa.keys() == wb.keys() and diff == 0.0
