@@ -18,6 +18,7 @@ from test_train_loop import checkpoint_weights, crash_after, prepared_config
 from model.config import ConfigError, TrialConfig, load_config, tiny_config
 from model.counting import flops_per_step
 from model.sink import MemorySink
+from model.step import build_train_state
 from model.train import plan_budget, run_trial
 from model.train.checkpoint import CheckpointMismatch, is_kept, list_checkpoints, load_checkpoint
 from model.train.data import TrialData
@@ -254,3 +255,20 @@ def test_branch_refused_when_trunk_differs_or_has_no_checkpoint_there(base_cfg, 
     missing = _trial(base, tmp_path / "b4", compute_budget=12.5 * fps, branch_from=ref)  # its point: 9
     with pytest.raises(CheckpointMismatch, match=r"no checkpoint at step 9 .*steps \[6\]"):
         run_trial(missing, MemorySink(), resume=False)
+
+
+def test_precision_on_cpu_trains_fp32_and_warns_once(monkeypatch, caplog):
+    import model.train.loop as loop
+
+    monkeypatch.setattr(loop, "_warned_cpu_precision", False)
+    cfg = tiny_config()
+    cfg.train.precision = "bf16"
+    with caplog.at_level("WARNING", logger="model.train.loop"):
+        loop.setup_backends(torch.device("cpu"), cfg)
+        cfg.train.precision = "tf32"
+        loop.setup_backends(torch.device("cpu"), cfg)
+    assert [r.getMessage() for r in caplog.records] == [
+        "train.precision bf16 applies to CUDA only: this cpu run trains in fp32"
+    ]
+    state = build_train_state(cfg, "cpu")
+    assert state.autocast_dtype is None  # no autocast on CPU whatever was asked
