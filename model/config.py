@@ -129,6 +129,30 @@ class ModelConfig:
     mas_noise_scale_delta: float = 2e-6  # subtracted per optimizer step, floored at 0
     sdp_filter_channels: int = 192  # stochastic duration predictor width (public: fixed 192)
     dp_filter_channels: int = 256  # deterministic duration predictor width (public: fixed 256)
+    # width-aware init and per-tensor Adam lr (model/parametrization.py, docs/mup.md): standard | mup
+    parametrization: Literal["standard", "mup"] = "standard"
+    mup_base_width: int | None = None  # hidden_channels at which mup equals standard (needed by mup)
+
+    def validate(self, where: str = "model") -> None:
+        """Cross-field checks, run by ``build_dataclass`` when the config is built (``ConfigError`` names
+        ``<where>.<field>``) and again by ``model.parametrization`` before a net is built."""
+        b = self.mup_base_width
+        if b is not None and b <= 0:
+            raise ConfigError(
+                f"{where}.mup_base_width: must be a positive width (the base model's hidden_channels), got {b}"
+            )
+        if self.parametrization != "mup":
+            return
+        if b is None:
+            raise ConfigError(
+                f"{where}.mup_base_width: parametrization 'mup' needs a base width, the hidden_channels "
+                "at which muP and the standard parametrization are the same model"
+            )
+        if b % self.n_heads:
+            raise ConfigError(
+                f"{where}.mup_base_width: {b} is not divisible by n_heads {self.n_heads} "
+                "(the base model keeps the heads and splits its width across them)"
+            )
 
 
 @dataclass
@@ -252,7 +276,8 @@ def build_dataclass(
 
     ``strict``: an unknown key is a ``ConfigError``; otherwise it is appended to ``unknown`` (if given).
     A ``Literal[...]`` field (a choice: ``train.scheduler_per``, ``eval.mos_backend``, ...) refuses any other
-    value here, when the config is built, with the allowed values in the message.
+    value here, when the config is built, with the allowed values in the message; a section with a
+    ``validate(where)`` method (``ModelConfig``) has its cross-field checks run here too.
     """
     if d is None:
         return cls()
@@ -273,7 +298,10 @@ def build_dataclass(
             kwargs[key] = build_dataclass(sub, value, strict=strict, where=path, unknown=unknown)
         else:
             kwargs[key] = _coerce(known[key], value, path, cls)
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):  # cross-field checks of a section (ModelConfig.validate)
+        obj.validate(where)
+    return obj
 
 
 @functools.cache
