@@ -27,22 +27,18 @@ import torch
 
 from model.audio import spec_from_config
 from model.config import TrialConfig, tiny_config
+from model.parametrization import at_width
 from model.step import build_train_state, train_step
 from model.train.evaluate import evaluate
 
 SYMBOLS = 8  # phone ids 1..8 of the symbol table, each a pitch
 
 
-def config(width: int, parametrization: str, base: int, lr: float) -> TrialConfig:
-    cfg = tiny_config()
-    m = cfg.model
-    m.hidden_channels = m.inter_channels = width
-    m.filter_channels = 2 * width
-    m.p_dropout = 0.0
-    m.parametrization = parametrization
-    m.mup_base_width = base
-    cfg.train.learning_rate = lr
-    cfg.eval.mos_backend = "none"
+def config(width: int, mode: str, base: int, lr: float) -> TrialConfig:
+    """The tiny config at ``width`` (hidden = inter = width, filter = 2 x width), no dropout, lr ``lr``."""
+    cfg = at_width(tiny_config(), width)
+    cfg.model.p_dropout, cfg.train.learning_rate, cfg.eval.mos_backend = 0.0, lr, "none"
+    cfg.model.parametrization, cfg.model.mup_base_width = mode, base
     return cfg
 
 

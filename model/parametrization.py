@@ -81,17 +81,22 @@ def is_mup(cfg: TrialConfig) -> bool:
     return cfg.model.parametrization == "mup"
 
 
-def base_config(cfg: TrialConfig) -> TrialConfig:
-    """The base model's config: ``hidden_channels`` = ``mup_base_width``, ``inter_channels`` and
-    ``filter_channels`` scaled by the same ratio (inter kept even, as the flows split it in halves);
-    everything else, the decoder's and the discriminators' widths included, unchanged."""
+def at_width(cfg: TrialConfig, width: int) -> TrialConfig:
+    """A copy of ``cfg`` with ``hidden_channels`` = ``width`` and ``inter_channels`` and ``filter_channels``
+    scaled by the same ratio (inter kept even, as the flows split it in halves): the dimensions muP calls
+    width. Everything else, the decoder's and the discriminators' widths included, is unchanged."""
     m = cfg.model
-    r = m.mup_base_width / m.hidden_channels
-    base = copy.deepcopy(cfg)
-    base.model.hidden_channels = m.mup_base_width
-    base.model.inter_channels = max(2, 2 * round(m.inter_channels * r / 2))
-    base.model.filter_channels = max(1, round(m.filter_channels * r))
-    return base
+    r = width / m.hidden_channels
+    out = copy.deepcopy(cfg)
+    out.model.hidden_channels = width
+    out.model.inter_channels = max(2, 2 * round(m.inter_channels * r / 2))
+    out.model.filter_channels = max(1, round(m.filter_channels * r))
+    return out
+
+
+def base_config(cfg: TrialConfig) -> TrialConfig:
+    """The base model's config: ``cfg`` at width ``model.mup_base_width`` (``at_width``)."""
+    return at_width(cfg, cfg.model.mup_base_width)
 
 
 def build_like(net: nn.Module, cfg: TrialConfig) -> nn.Module:

@@ -20,14 +20,10 @@ BASE = 16
 
 
 def width_config(width: int, mode: str = "mup", base: int | None = BASE, lr: float | None = None):
-    """The tiny config at ``width`` (hidden = inter, filter = 2 x width), without dropout."""
-    cfg = tiny_config()
-    m = cfg.model
-    m.hidden_channels = m.inter_channels = width
-    m.filter_channels = 2 * width
-    m.p_dropout = 0.0
-    m.parametrization = mode
-    m.mup_base_width = base
+    """The tiny config at ``width`` (hidden = inter = width, filter = 2 x width), without dropout."""
+    cfg = parametrization.at_width(tiny_config(), width)
+    cfg.model.p_dropout = 0.0
+    cfg.model.parametrization, cfg.model.mup_base_width = mode, base
     if lr is not None:
         cfg.train.learning_rate = lr
     return cfg
