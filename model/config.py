@@ -139,6 +139,30 @@ class ModelConfig:
     # filter width with its input width, hidden_channels); an int is an explicit override
     sdp_filter_channels: int | None = None
     dp_filter_channels: int = 256  # deterministic duration predictor width (SBV2: fixed 256 at every size)
+    # width-aware init and per-tensor Adam lr (model/parametrization.py, docs/mup.md): standard | mup
+    parametrization: Literal["standard", "mup"] = "standard"
+    mup_base_width: int | None = None  # hidden_channels at which mup equals standard (needed by mup)
+
+    def validate(self, where: str = "model") -> None:
+        """Cross-field checks, run by ``build_dataclass`` when the config is built (``ConfigError`` names
+        ``<where>.<field>``) and again by ``model.parametrization`` before a net is built."""
+        b = self.mup_base_width
+        if b is not None and b <= 0:
+            raise ConfigError(
+                f"{where}.mup_base_width: must be a positive width (the base model's hidden_channels), got {b}"
+            )
+        if self.parametrization != "mup":
+            return
+        if b is None:
+            raise ConfigError(
+                f"{where}.mup_base_width: parametrization 'mup' needs a base width, the hidden_channels "
+                "at which muP and the standard parametrization are the same model"
+            )
+        if b % self.n_heads:
+            raise ConfigError(
+                f"{where}.mup_base_width: {b} is not divisible by n_heads {self.n_heads} "
+                "(the base model keeps the heads and splits its width across them)"
+            )
 
 
 @dataclass
@@ -282,7 +306,7 @@ def build_dataclass(
     A key this project replaced (``train.grad_clip``, ``train.bf16_run``) is a ``ConfigError`` naming its
     replacement, strict or not. A ``Literal[...]`` field (a choice: ``train.scheduler_per``,
     ``eval.mos_backend``, ...) refuses any other value here, when the config is built, with the allowed
-    values in the message; so do the cross-field rules of ``check_section`` (schedule, branches).
+    values in the message; so do the cross-field rules of ``check_section`` (schedule, branches, muP).
     """
     if d is None:
         return cls()
@@ -412,6 +436,7 @@ def check_model(m: ModelConfig, where: str = "model") -> None:
         raise ConfigError(
             f"{where}.sdp_filter_channels: must be >= 1 or null (= hidden_channels), got {m.sdp_filter_channels}"
         )
+    m.validate(where)  # muP: a positive base width the heads divide
 
 
 def check_section(obj: Any, where: str) -> None:

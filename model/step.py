@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from model import commons
+from model import commons, parametrization
 from model.audio import mel_from_config, spec_to_mel
 from model.config import TrialConfig
 from model.discriminators import (
@@ -155,14 +155,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def _adamw(params, cfg: TrialConfig, device: torch.device) -> torch.optim.AdamW:
+def _adamw(net: nn.Module, cfg: TrialConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over ``net``'s trainable parameters, grouped (per-group lr) by ``model.parametrization``."""
     t = cfg.train
     kwargs: dict[str, Any] = {"lr": t.learning_rate, "betas": tuple(t.betas), "eps": t.eps}
     if device.type == "cuda":
         kwargs["fused"] = True
     elif device.type == "cpu":
         kwargs["foreach"] = True  # one multi-tensor op per update, not ~10 per parameter (tiny models)
-    return torch.optim.AdamW([p for p in params if p.requires_grad], **kwargs)
+    return torch.optim.AdamW(parametrization.param_groups(net, cfg, kwargs), **kwargs)
 
 
 def constant_lr(step: int) -> float:
@@ -189,7 +190,9 @@ def sync_lr(sched: torch.optim.lr_scheduler.LambdaLR) -> None:
 
 
 def build_generator(cfg: TrialConfig) -> nn.Module:
-    return SynthesizerTrn.from_config(cfg.model, cfg.data, segment_size=cfg.train.segment_size)
+    """The generator, initialised as ``model.parametrization`` says (standard: the modules' own init)."""
+    net = SynthesizerTrn.from_config(cfg.model, cfg.data, segment_size=cfg.train.segment_size)
+    return parametrization.apply_init(net, cfg)
 
 
 def build_discriminators(cfg: TrialConfig) -> dict[str, nn.Module]:
@@ -200,7 +203,7 @@ def build_discriminators(cfg: TrialConfig) -> dict[str, nn.Module]:
         nets["net_dur_disc"] = DurationDiscriminator.from_config(m)
     if m.use_wavlm_discriminator and m.wavlm_discriminator:
         nets["net_wd"] = WavLMDiscriminator.from_config(m)
-    return nets
+    return {k: parametrization.apply_init(v, cfg) for k, v in nets.items()}
 
 
 def build_train_state(
@@ -211,8 +214,9 @@ def build_train_state(
     wavlm: WavLMFeatures | None = None,
     lr_factor: LrFactor = constant_lr,
 ) -> TrainState:
-    """Nets, AdamW optimizers (lr, betas, eps from ``train``; fused on CUDA) and ``LambdaLR`` schedulers
-    following ``lr_factor`` (the trainer passes ``model.train.schedule.lr_lambda(plan)``).
+    """Nets, AdamW optimizers (lr, betas, eps from ``train``; fused on CUDA; parameter groups with their
+    own lr under ``model.parametrization: mup``) and ``LambdaLR`` schedulers following ``lr_factor`` (the
+    trainer passes ``model.train.schedule.lr_lambda(plan)``; each group's own base lr is scaled).
 
     The WavLM discriminator is built only when both ``model.use_wavlm_discriminator`` (the SBV2 key) and
     ``model.wavlm_discriminator`` (this project's switch: it needs pretrained WavLM weights) are true;
@@ -225,8 +229,8 @@ def build_train_state(
         wavlm = WavLMFeatures.from_config(cfg.model, cfg.data)
     if wavlm is not None:
         wavlm = wavlm.to(device)
-    optims = {"net_g": _adamw(net_g.parameters(), cfg, device)}
-    optims.update({k: _adamw(v.parameters(), cfg, device) for k, v in discs.items()})
+    optims = {"net_g": _adamw(net_g, cfg, device)}
+    optims.update({k: _adamw(v, cfg, device) for k, v in discs.items()})
     scheds = {k: _sched(o, lr_factor) for k, o in optims.items()}
     state = TrainState(
         cfg=cfg,

@@ -23,6 +23,8 @@ CHOICE_FIELDS = [
     if literal_choices(cls, f.name) is not None
 ]
 IDS = [f"{s}.{n}" for s, n, _ in CHOICE_FIELDS]
+# choices valid only together with another field (model.parametrization: mup needs model.mup_base_width)
+NEEDS = {("model", "parametrization", "mup"): {"mup_base_width": 16}}
 
 
 def test_the_choice_fields_are_literals():
@@ -30,6 +32,7 @@ def test_the_choice_fields_are_literals():
         "data.corpus_format",
         "model.resblock",
         "model.mas_impl",
+        "model.parametrization",
         "train.scheduler_per",
         "train.lr_schedule",
         "train.cooldown_shape",
@@ -61,7 +64,7 @@ def test_bad_choice_refused_at_build(section, name, allowed):
 @pytest.mark.parametrize(("section", "name", "allowed"), CHOICE_FIELDS, ids=IDS)
 def test_good_choices_accepted(section, name, allowed):
     for v in allowed:
-        cfg = TrialConfig.from_dict({section: {name: v}}, strict=True)
+        cfg = TrialConfig.from_dict({section: {name: v, **NEEDS.get((section, name, v), {})}}, strict=True)
         assert getattr(getattr(cfg, section), name) == v
 
 
