@@ -331,6 +331,9 @@ def no_fit_baselines(
         how = "own ladder"
         if p is None:
             p, how = _line_through_top_two(C_tr[below], y_tr[below], c, best=best), "compute frontier"
+        if p is not None and not np.isfinite(p):
+            out["loglog_line"]["skipped"].append({"trial": trial, "reason": "the line's value is not finite"})
+            continue
         if p is None:
             n_lev = len(set(group_budgets(C_tr[below], tol_dex=float(np.log10(1.0 + DISTINCT_REL_TOL)))))
             out["loglog_line"]["skipped"].append(

@@ -132,20 +132,9 @@ def allocation(
     if a3 is not None:
         p = a3.params
         Np, Dp = laws.compute_optimal(Cs, p["A"], p["B"], p["alpha"], p["beta"], k)
-        axes[0].plot(
-            Cs,
-            Np,
-            "k",
-            ls="--" if a3.assess().determined else ":",
-            label=f"approach3: a={p['a']:.2f}{_tag(a3)}",
-        )
-        axes[1].plot(
-            Cs,
-            Dp,
-            "k",
-            ls="--" if a3.assess().determined else ":",
-            label=f"approach3: b={p['b']:.2f}{_tag(a3)}",
-        )
+        ls = "--" if a3.assess().determined else ":"
+        for ax, y, e in ((axes[0], Np, "a"), (axes[1], Dp, "b")):
+            ax.plot(Cs, y, "k", ls=ls, label=f"approach3: {e}={p[e]:.2f}{_tag(a3)}")
         if a3.samples:
             s = a3.samples
             NN, DD = laws.compute_optimal(

@@ -321,6 +321,11 @@ def backtest(
         raise typer.Exit(2)  # no law could be fitted: the backtest asked for was not produced
 
 
+def _num(v, spec: str = ".4g") -> str:
+    """A number as text; "-" for a missing one (JSON null), never "nan"."""
+    return "-" if v is None else format(v, spec)
+
+
 def _print_backtest(res: dict) -> None:
     """Every law beside the no-fit baselines (error, coverage, n, the law's verdict), then each prediction."""
     from rich.table import Table
@@ -336,36 +341,29 @@ def _print_backtest(res: dict) -> None:
     for c in ("predictor", "kind", "mean abs rel err", f"coverage of {lv}% intervals", "n"):
         t.add_column(c, justify="right")
     for law, r in res["laws"].items():
-        cov = "-" if r["coverage"] is None else f"{r['coverage']:.2f}"
-        t.add_row(law, f"law ({r['verdict']} fit)", f"{r['mean_abs_rel_error']:.3f}", cov, str(r["n"]))
+        err, cov = _num(r["mean_abs_rel_error"], ".3f"), _num(r["coverage"], ".2f")
+        t.add_row(law, f"law ({r['verdict']} fit)", err, cov, str(r["n"]))
     for name, b in res["baselines"].items():
-        t.add_row(name, "no-fit baseline", f"{b['mean_abs_rel_error']:.3f}", "-", str(b["n"]))
+        t.add_row(name, "no-fit baseline", _num(b["mean_abs_rel_error"], ".3f"), "-", str(b["n"]))
     console.print(t)
     t = Table(title=head + f", {lv}% intervals")
     for c in ("predictor", "trial", "observed", "predicted", f"{lv}% interval", "rel err", "covered"):
         t.add_column(c, justify="right")
-    for law, r in res["laws"].items():
-        for p in r["points"]:
-            t.add_row(
-                law,
-                p["trial"],
-                f"{p['observed']:.4g}",
-                f"{p['predicted']:.4g}",
-                interval_text(p["low"], p["high"]),
-                f"{p['rel_error']:.3f}",
-                "yes" if p["covered"] else "no",
-            )
-    for name, b in res["baselines"].items():
-        for p in b["points"]:
-            t.add_row(
-                name,
-                p["trial"],
-                f"{p['observed']:.4g}",
-                f"{p['predicted']:.4g}",
-                f"- ({p['how']})",
-                f"{p['rel_error']:.3f}",
-                "-",
-            )
+    rows = [
+        (law, p, interval_text(p["low"], p["high"]), "yes" if p["covered"] else "no")
+        for law, r in res["laws"].items()
+        for p in r["points"]
+    ] + [(name, p, f"- ({p['how']})", "-") for name, b in res["baselines"].items() for p in b["points"]]
+    for name, p, interval, covered in rows:
+        t.add_row(
+            name,
+            p["trial"],
+            _num(p["observed"]),
+            _num(p["predicted"]),
+            interval,
+            _num(p["rel_error"], ".3f"),
+            covered,
+        )
     console.print(t)
     for law, r in res["laws"].items():
         for why in r["reasons"]:
