@@ -408,7 +408,11 @@ def _summary_items(s) -> tuple[list[str], list[str], set[str]]:
         r = s.results().get(key)
         if v.determined:
             lv = f" at {round(r.level * 100)}%" if hasattr(r, "level") else ""
-            good.append(f"{key} ({_exponents(r)}{lv})" if hasattr(r, "params") else key)
+            if hasattr(r, "step1"):  # the two-step chain: its loss law's exponents
+                lv = f" at {round(r.step1.level * 100)}%"
+                good.append(f"{key} {r.loss} -> {r.metric} ({_exponents(r.step1)}{lv})")
+            else:
+                good.append(f"{key} ({_exponents(r)}{lv})")
         else:
             bad.append(f"{key} ({_briefs([v])})")
     for fam, fits in s.per_group.items():
@@ -425,9 +429,10 @@ def _summary_items(s) -> tuple[list[str], list[str], set[str]]:
         if ok:
             al = [f.params["alpha"] for f in ok]
             lv = round(ok[0].level * 100)
+            rng = f"{al[0]:.3g}" if len(al) == 1 else f"{min(al):.3g} to {max(al):.3g}"
             good.append(
-                f"{fam} at {len(ok)} of {total} levels of {col} (alpha {min(al):.3g} to {max(al):.3g}, each "
-                f"with a {lv}% interval no wider than {V.EXPONENT_WIDTH_MAX:g})"
+                f"{fam} at {len(ok)} of {total} levels of {col} (alpha {rng}, each with a {lv}% interval no "
+                f"wider than {V.EXPONENT_WIDTH_MAX:g})"
             )
         if no or refused:
             why = _briefs(no) if no else ""

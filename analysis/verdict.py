@@ -440,10 +440,13 @@ def next_runs(needs, table) -> list[str]:
             if size
             else "add a size axis (width, n_layers)"
         )
-        out.append(
-            f"more model sizes over a wider N range ({span} {how} until N spans at least "
-            f"{TARGET_N_RANGE:g}x with {TARGET_SIZES} or more sizes)"
+        met = len(N) and N.max() / N.min() >= TARGET_N_RANGE and len(np.unique(N)) >= TARGET_SIZES
+        goal = (
+            "beyond the largest: the range meets the target, but these laws need the loss's curvature in N"
+            if met
+            else f"until N spans at least {TARGET_N_RANGE:g}x with {TARGET_SIZES} or more sizes"
         )
+        out.append(f"more model sizes over a wider N range ({span} {how} {goal})")
     if "D" in needs:
         data = [k for k in axes if k in DATA_AXES]
         now = f"now {axis_list(data)}" if data else "the sweep has no data_hours axis"
