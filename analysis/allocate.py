@@ -10,6 +10,11 @@ GPU-hours -> FLOPs: the sweep's own measured throughput (median over finished tr
 ``gpu_name`` / ``system.gpu_name`` column names the GPU of ``steps_per_s * flops_per_step``, else of C / wall
 time) when there is one; otherwise the GPU's dense bf16 peak from
 ``GPU_PEAK_FLOPS`` times ``DEFAULT_MFU``, stated as an assumption in the result.
+
+Verdict: an allocation is a result only when its Approach 3 fit is determined and its N_opt, D_opt and loss
+intervals are finite and exclude 0 (``analysis.verdict.judge_allocation``). Otherwise the result carries
+``verdict: undetermined`` and ``reasons``, and no allocation (no N_opt, D_opt, loss, metric or config):
+nothing a printer could show as an answer.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import laws
+from analysis import verdict as V
 from analysis.fit import FitRefused, FitResult
 from model.config import ConfigError, DataConfig, ModelConfig, TrialConfig, build_dataclass
 
@@ -98,9 +104,10 @@ def allocate(
     exact_count: bool = True,
 ) -> dict[str, Any]:
     """Compute-optimal (N, D) for a budget from an Approach 3 fit, with intervals from its bootstrap draws;
-    the predicted loss; the chained metric when ``two_step`` (``analysis.predict.TwoStep``) is given; the
-    nearest model config realising N, counted with ``model.counting`` (``exact_count`` is accepted for
-    existing callers and has no effect, see ``nearest_config``)."""
+    the predicted loss; the chained metric when ``two_step`` (``analysis.predict.TwoStep``) is given and
+    determined; the nearest model config realising N, counted with ``model.counting`` (``exact_count`` is
+    accepted for existing callers and has no effect, see ``nearest_config``). Every result has ``verdict``
+    and ``reasons``; an undetermined one has no allocation numbers (module docstring). No NaN anywhere."""
     if fit.law != "chinchilla":
         raise FitRefused("allocate", f"needs an Approach 3 fit, got {fit.law}")
     out: dict[str, Any] = {}
@@ -123,26 +130,50 @@ def allocate(
                 f"the Approach 3 fit has {name} = {p[name]:.3g}: the loss does not fall with {other} over these "
                 f"trials, so no compute-optimal split exists (add trials that vary {other} at fixed compute)",
             )
+    out.update({"budget_flops": float(budget), "k": k, "k_source": k_src, "level": level})
+    fv = fit.assess()
+    if not fv.determined:
+        return _withheld(out, V.judge_allocation(fv))
     N, D = laws.compute_optimal(budget, p["A"], p["B"], p["alpha"], p["beta"], k)
     L = laws.chinchilla(N, D, p["E"], p["A"], p["B"], p["alpha"], p["beta"])
     q = (1 - level) / 2
-    out.update({"budget_flops": float(budget), "k": k, "k_source": k_src, "level": level})
     out["N_opt"], out["D_opt"], out["loss"] = float(N), float(D), float(L)
-    if fit.samples:
-        s = fit.samples
+    s = fit.samples
+    with np.errstate(all="ignore"):
         Ns, Ds = laws.compute_optimal(budget, s["A"], s["B"], s["alpha"], s["beta"], k)
         Ls = laws.chinchilla(Ns, Ds, s["E"], s["A"], s["B"], s["alpha"], s["beta"])
-        for name, arr in (("N_opt", Ns), ("D_opt", Ds), ("loss", Ls)):
-            out[f"{name}_ci"] = [float(np.nanquantile(arr, q)), float(np.nanquantile(arr, 1 - q))]
+    for name, arr in (("N_opt", Ns), ("D_opt", Ds), ("loss", Ls)):
+        arr = np.asarray(arr, float)
+        arr = arr[np.isfinite(arr)]
+        out[f"{name}_ci"] = [float(np.quantile(arr, q)), float(np.quantile(arr, 1 - q))] if len(arr) else None
+    v = V.judge_allocation(fv, out)
+    if not v.determined:
+        return _withheld(out, v)
     out["D_opt_hours"] = float(D) / 3600.0
     out["a"], out["b"] = p["a"], p["b"]
     if two_step is not None:
+        tv = two_step.assess()
         pr = two_step.predict_budget(budget, k=k, level=level)
-        out["metric_name"] = two_step.metric
-        out["metric"] = float(pr["metric"][0])
-        out["metric_ci"] = [float(pr["low"][0]), float(pr["high"][0])]
+        why = V.judge_interval(two_step.metric, [pr["low"][0], pr["high"][0]], level, positive=False)
+        if tv.determined and why is None:
+            out["metric_name"] = two_step.metric
+            out["metric"] = float(pr["metric"][0])
+            out["metric_ci"] = [float(pr["low"][0]), float(pr["high"][0])]
+        else:
+            out["metric_note"] = f"no {two_step.metric} prediction: " + "; ".join(
+                tv.texts or [why.text if why else ""]
+            )
     out["config"] = nearest_config(float(N), base_config, exact=exact_count)
-    return out
+    out.update(v.to_dict())
+    out.pop("at_bound_share", None)
+    return V.clean(out)
+
+
+def _withheld(out: dict[str, Any], v: V.Verdict) -> dict[str, Any]:
+    """An undetermined allocation: the budget and how it was read, the verdict and its reasons, no numbers
+    of the allocation itself."""
+    keep = {k: out[k] for k in out if not k.startswith(("N_opt", "D_opt", "loss"))}
+    return V.clean({**keep, "verdict": v.verdict, "reasons": v.texts})
 
 
 # ----------------------------------------------------------------------------------------------------------

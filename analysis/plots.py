@@ -1,5 +1,6 @@
 """Scaling plots (matplotlib, Agg backend). Every function writes ``<out>/<name>.png`` and ``.svg`` and
-returns the PNG path; inputs are the tidy table and ``FitResult`` objects from ``analysis.fit``."""
+returns the PNG path; inputs are the tidy table and ``FitResult`` objects from ``analysis.fit``. A fit whose
+verdict is undetermined is drawn dashed and labelled "(undetermined)" in the legend."""
 
 from __future__ import annotations
 
@@ -33,6 +34,15 @@ def _grid(x, lo_mult=1.0, hi_mult=1.0, n=100):
     return np.geomspace(x.min() * lo_mult, x.max() * hi_mult, n)
 
 
+def _tag(fit) -> str:
+    """ " (undetermined)" for a fit whose verdict is undetermined, else ""."""
+    return "" if fit.assess().determined else " (undetermined)"
+
+
+def _ls(fit, solid: str = "-") -> str:
+    return solid if fit.assess().determined else "--"
+
+
 def _band(ax, fit: FitResult, xs, *args, color=None, level=0.9):
     if fit.samples:
         lo, hi = fit.interval(*args, level=level)
@@ -49,11 +59,11 @@ def loss_vs_x(
     for j, lev in enumerate(levels):
         g = table[table[group] == lev]
         c = cmap(j)
-        ax.scatter(g[x], g[metric], color=c, s=18, label=f"{group}={lev:.3g}")
         f = fits.get(lev)
+        ax.scatter(g[x], g[metric], color=c, s=18, label=f"{group}={lev:.3g}" + (_tag(f) if f else ""))
         if f is not None:
             xs = _grid(g[x], 0.8, 1.25)
-            ax.plot(xs, f.predict(xs), color=c, lw=1.2)
+            ax.plot(xs, f.predict(xs), color=c, lw=1.2, ls=_ls(f))
             _band(ax, f, xs, xs, color=c)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -107,8 +117,8 @@ def allocation(
         mD = f.meta.get("D_opt") or f.meta.get("D_env") or []
         axes[0].scatter(mC, mN, color=c, s=14)
         axes[1].scatter(mC, mD, color=c, s=14)
-        axes[0].plot(Cs, Np, color=c, label=f"{nm}: a={f.params['a']:.2f}")
-        axes[1].plot(Cs, Dp, color=c, label=f"{nm}: b={f.params['b']:.2f}")
+        axes[0].plot(Cs, Np, color=c, ls=_ls(f), label=f"{nm}: a={f.params['a']:.2f}{_tag(f)}")
+        axes[1].plot(Cs, Dp, color=c, ls=_ls(f), label=f"{nm}: b={f.params['b']:.2f}{_tag(f)}")
         if f.samples:
             draws = [
                 f.predict(Cs, params={kk: f.samples[kk][i] for kk in f.samples})
@@ -122,8 +132,9 @@ def allocation(
     if a3 is not None:
         p = a3.params
         Np, Dp = laws.compute_optimal(Cs, p["A"], p["B"], p["alpha"], p["beta"], k)
-        axes[0].plot(Cs, Np, "k--", label=f"approach3: a={p['a']:.2f}")
-        axes[1].plot(Cs, Dp, "k--", label=f"approach3: b={p['b']:.2f}")
+        ls = "--" if a3.assess().determined else ":"
+        for ax, y, e in ((axes[0], Np, "a"), (axes[1], Dp, "b")):
+            ax.plot(Cs, y, "k", ls=ls, label=f"approach3: {e}={p[e]:.2f}{_tag(a3)}")
         if a3.samples:
             s = a3.samples
             NN, DD = laws.compute_optimal(
@@ -161,7 +172,9 @@ def frontier(table: pd.DataFrame, metric: str, fit: FitResult | None, out, name:
             label="frontier",
         )
         xs = _grid(table["C"], 0.8, 10)
-        ax.plot(xs, fit.predict(xs), "r-", label=f"E+A C^-a, a={fit.params['alpha']:.3f}")
+        ax.plot(
+            xs, fit.predict(xs), "r", ls=_ls(fit), label=f"E+A C^-a, a={fit.params['alpha']:.3f}{_tag(fit)}"
+        )
         _band(ax, fit, xs, xs, color="r")
         ax.legend(fontsize=7)
     ax.set_xscale("log")
@@ -206,7 +219,11 @@ def quality_vs_compute(
     xmax = float(table["C"].max())
     xs = np.geomspace(float(table["C"].min()) * 0.8, xmax * extrapolate, 120)
     ax.plot(
-        xs, fit.predict(xs), "C1-", label=f"M - A C^-a: M={fit.params['M']:.2f}, a={fit.params['alpha']:.2f}"
+        xs,
+        fit.predict(xs),
+        "C1",
+        ls=_ls(fit),
+        label=f"M - A C^-a: M={fit.params['M']:.2f}, a={fit.params['alpha']:.2f}{_tag(fit)}",
     )
     _band(ax, fit, xs, xs, color="C1")
     ax.axvline(xmax, color="gray", ls=":", lw=1)

@@ -19,7 +19,7 @@ from analysis import laws
 from analysis.fit.approaches import fit_approach3
 from analysis.fit.checks import check_inputs
 from analysis.fit.results import FitRefused, FitResult, percentile_ci
-from analysis.fit.saturating import fit_logistic
+from analysis.fit.saturating import fit_logistic, logistic_search_bounds
 from analysis.fit.solvers import (
     A3_GRID_COARSE,
     LBFGS_BOOT,
@@ -30,6 +30,7 @@ from analysis.fit.solvers import (
     logistic_solve,
     single_threaded,
 )
+from analysis.verdict import Verdict, verdict_of
 
 DEFAULT_LOSS = "val_nelbo"
 DEFAULT_QUALITY = "dnsmos_ovrl"
@@ -79,11 +80,11 @@ class TwoStep:
             "N": N,
             "D": D,
             "loss": L,
-            "loss_low": np.quantile(Ls, q, axis=0),
-            "loss_high": np.quantile(Ls, 1 - q, axis=0),
+            "loss_low": np.nanquantile(Ls, q, axis=0),
+            "loss_high": np.nanquantile(Ls, 1 - q, axis=0),
             "metric": y,
-            "low": np.quantile(ys, q, axis=0),
-            "high": np.quantile(ys, 1 - q, axis=0),
+            "low": np.nanquantile(ys, q, axis=0),
+            "high": np.nanquantile(ys, 1 - q, axis=0),
             "level": level,
         }
 
@@ -108,18 +109,25 @@ class TwoStep:
             "N": N0,
             "D": D0,
             "loss": L,
-            "loss_low": np.quantile(Ls, q, axis=0),
-            "loss_high": np.quantile(Ls, 1 - q, axis=0),
+            "loss_low": np.nanquantile(Ls, q, axis=0),
+            "loss_high": np.nanquantile(Ls, 1 - q, axis=0),
             "metric": y,
-            "low": np.quantile(ys, q, axis=0),
-            "high": np.quantile(ys, 1 - q, axis=0),
+            "low": np.nanquantile(ys, q, axis=0),
+            "high": np.nanquantile(ys, 1 - q, axis=0),
             "level": level,
         }
+
+    def assess(self) -> Verdict:
+        """Determined when both steps are (the chain is only as good as its weaker step)."""
+        return verdict_of(
+            [r.within(step.name) for step in (self.step1, self.step2) for r in step.assess().reasons]
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "loss": self.loss,
             "metric": self.metric,
+            **self.assess().to_dict(),
             "step1": self.step1.to_dict(),
             "step2": self.step2.to_dict(),
             "n_boot": len(self.draws1),
@@ -172,12 +180,7 @@ def fit_two_step(
     th1 = np.array(s1.meta["theta"])
     th2 = np.array([s2.params[k] for k in ("floor", "ceiling", "k", "L0")])
     LL, yy = arr[loss_name], arr[metric_name]
-    sign = np.sign(s2.params["k"]) or 1.0
-    span_L = max(float(LL.max() - LL.min()), 1e-9)
-    kb = (0.0, 200.0 / span_L) if sign > 0 else (-200.0 / span_L, 0.0)
-    lo_b = -np.inf if bounds[0] is None else bounds[0]
-    hi_b = np.inf if bounds[1] is None else bounds[1]
-    bnds = ([lo_b, lo_b, kb[0], LL.min() - 2 * span_L], [hi_b, hi_b, kb[1], LL.max() + 2 * span_L])
+    bnds = logistic_search_bounds(LL, bounds, np.sign(s2.params["k"]) or 1.0)
 
     def refit_both(rng):  # one joint replicate: the same resampled trials for both steps
         w = bootstrap_weights(rng, len(logL))
@@ -191,9 +194,10 @@ def fit_two_step(
             return None
         return a3_params(t1), {"floor": t2[0], "ceiling": t2[1], "k": t2[2], "L0": t2[3]}
 
-    pairs = bootstrap_draws(n_boot, seed, refit_both)
+    pairs, n_failed = bootstrap_draws(n_boot, seed, refit_both)
     d1, d2 = [p[0] for p in pairs], [p[1] for p in pairs]
     for res, draws in ((s1, d1), (s2, d2)):
+        res.n_boot, res.n_failed = n_boot, n_failed  # the joint replicates are both steps' resamples
         if draws:
             res.samples = {k: np.array([d[k] for d in draws]) for k in draws[0]}
             res.ci = percentile_ci(res.samples, res.level)

@@ -1,5 +1,6 @@
-"""Every applicable fit for one tidy table, collected with the reasons for the ones refused. Used by the
-``fit`` / ``report`` / ``allocate`` commands so they agree on what was fitted and how."""
+"""Every applicable fit for one tidy table, collected with the reasons for the ones refused, each fit's
+verdict (``analysis.verdict``) and the sweep's seed-to-seed noise (``analysis.noise``). Used by the
+``fit`` / ``report`` / ``allocate`` commands so they agree on what was fitted, how, and what it means."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import numpy as np
 import pandas as pd
 
 from analysis import fit as F
+from analysis import verdict as V
 from analysis.allocate import flops_per_param_unit
+from analysis.noise import seed_noise
 from analysis.predict import DEFAULT_LOSS, DEFAULT_QUALITY, TwoStep, metric_bounds, two_step_from_table
 from analysis.table import usable
 from analysis.transfer import fit_efficiency, fit_transfer, split_pretrained
@@ -28,21 +31,45 @@ class Suite:
     group_cols: dict[str, str] = field(default_factory=dict)
     two_step: TwoStep | None = None
     refused: dict[str, str] = field(default_factory=dict)
+    refused_needs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # FitRefused.needs per key
     notes: list[str] = field(default_factory=list)
+    noise: dict[str, Any] = field(default_factory=dict)  # analysis.noise.seed_noise of the metrics
+
+    def results(self) -> dict[str, Any]:
+        """Every fitted result by its display name: the fits, each per-group fit, the two-step chain."""
+        out: dict[str, Any] = dict(self.fits)
+        for fits in self.per_group.values():
+            out.update({f.name: f for f in fits.values()})
+        if self.two_step is not None:
+            out["two_step"] = self.two_step
+        return out
+
+    def verdicts(self) -> dict[str, V.Verdict]:
+        """The verdict of everything attempted: fitted results judged by their rules, refused fits
+        undetermined with the refusal as the reason."""
+        out = {k: r.assess() for k, r in self.results().items()}
+        for k, why in self.refused.items():
+            if k not in out:
+                out[k] = V.refused_verdict(why, self.refused_needs.get(k, ()))
+        return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "metric": self.metric,
-            "n_trials": len(self.table),
-            "fits": {k: v.to_dict() for k, v in self.fits.items()},
-            "per_group": {
-                k: {f"{self.group_cols[k]}={lev:.6g}": f.to_dict() for lev, f in v.items()}
-                for k, v in self.per_group.items()
-            },
-            "two_step": self.two_step.to_dict() if self.two_step else None,
-            "refused": self.refused,
-            "notes": self.notes,
-        }
+        return V.clean(
+            {
+                "metric": self.metric,
+                "n_trials": len(self.table),
+                "fits": {k: v.to_dict() for k, v in self.fits.items()},
+                "per_group": {
+                    k: {f"{self.group_cols[k]}={lev:.6g}": f.to_dict() for lev, f in v.items()}
+                    for k, v in self.per_group.items()
+                },
+                "two_step": self.two_step.to_dict() if self.two_step else None,
+                "verdicts": {k: v.to_dict() for k, v in self.verdicts().items()},
+                "refused": self.refused,
+                "noise": self.noise,
+                "notes": self.notes,
+            }
+        )
 
 
 def data_level_column(table: pd.DataFrame) -> str:
@@ -123,11 +150,14 @@ def run_suite(
         return s
     labels = t["trial"] if "trial" in t else None
 
+    s.noise = seed_noise(t, [metric, quality, loss])
+
     def attempt(key, fn):
         try:
             s.fits[key] = fn()
         except F.FitRefused as e:
             s.refused[key] = e.reason
+            s.refused_needs[key] = e.needs
         except KeyError as e:
             s.refused[key] = f"the table has no column {e}"
 
@@ -179,7 +209,7 @@ def run_suite(
             continue
         s.group_cols[key] = gcol
         s.per_group[key] = {}
-        reasons = []
+        reasons, needs = [], set()
         for lev, g in t.groupby(gcol):
             try:
                 s.per_group[key][lev] = F.fit_power_law(
@@ -193,7 +223,9 @@ def run_suite(
                 )
             except F.FitRefused as e:
                 reasons.append(f"{gcol}={lev:.4g}: {e.reason}")
+                needs.update(e.needs)
         if reasons:
+            s.refused_needs[key] = tuple(sorted(needs))
             s.refused[key] = "; ".join(reasons[:6]) + (
                 f" (+{len(reasons) - 6} more)" if len(reasons) > 6 else ""
             )
@@ -261,6 +293,7 @@ def run_suite(
                     s.two_step = two_step_from_table(t, metric=quality, loss=loss, n_boot=n_boot, seed=seed)
                 except F.FitRefused as e:
                     s.refused["two_step"] = e.reason
+                    s.refused_needs["two_step"] = e.needs
         else:
             s.refused[f"{quality}(C) saturating"] = f"the table has no column {quality!r}"
     return s

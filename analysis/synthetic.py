@@ -92,3 +92,57 @@ def sweep_table(
                 }
             )
     return pd.DataFrame(rows)
+
+
+# The CPU demo's shape (sweeps/demo.yaml): generator sizes of the tiny preset at width 16/32 x text-encoder
+# depth 1/2 (N spans 2.2x), 0.05 / 0.2 h of unique data, three budgets. Illustrative values, not measured.
+DEMO_SIZES = {(16, 1): 1.21e5, (16, 2): 1.33e5, (32, 1): 2.45e5, (32, 2): 2.66e5}
+DEMO_LAW = {"E": 40.0, "A": 2000.0, "B": 400.0, "alpha": 0.5, "beta": 0.4}
+
+
+def demo_like_table(
+    *,
+    sizes=DEMO_SIZES,
+    hours=(0.05, 0.2),
+    budgets=(5e10, 1.2e11, 3e11),
+    seeds=(0,),
+    k=1000.0,
+    params=DEMO_LAW,
+    R_star=5.0,
+    loss_noise=0.01,
+    mos_noise=0.05,
+    seed=0,
+) -> pd.DataFrame:
+    """A table shaped like ``make demo``'s sweep (24 trials at one seed): axes width x n_layers x
+    data_hours x compute_budget (x seed), D = C / (k N) audio seconds seen (repeating the unique data
+    ``data_hours * 3600`` s, so the loss follows Approach 3 on Muennighoff et al.'s effective data with
+    ``R_star``), val_nelbo with log-normal noise ``loss_noise``, dnsmos_ovrl a logistic of it plus noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (w, depth), N in sizes.items():
+        for h in hours:
+            for C in budgets:
+                for s in seeds:
+                    D = C / (k * N)
+                    Lt = laws.chinchilla(N, laws.effective_data(h * 3600.0, D, R_star), **params)
+                    L = Lt * np.exp(rng.normal(0, loss_noise))
+                    rows.append(
+                        {
+                            "trial": f"w{w}_l{depth}_h{h:g}_c{C:.2g}_s{s}",
+                            "status": "finished",
+                            "axis.width": w,
+                            "axis.n_layers": depth,
+                            "axis.data_hours": h,
+                            "axis.compute_budget": C,
+                            "axis.seed": s,
+                            "N": float(N),
+                            "D": float(D),
+                            "C": float(C),
+                            "data_hours": float(h),
+                            "val_nelbo": float(L),
+                            "dnsmos_ovrl": float(
+                                laws.logistic(Lt, 1.3, 3.0, 0.15, 60.0) + rng.normal(0, mos_noise)
+                            ),
+                        }
+                    )
+    return pd.DataFrame(rows)

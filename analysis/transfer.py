@@ -23,10 +23,11 @@ import pandas as pd
 
 from analysis import laws
 from analysis.fit.approaches import fit_approach3
-from analysis.fit.checks import check_inputs, refuse_at_bounds
+from analysis.fit.checks import check_inputs, level_counts, refuse_at_bounds
 from analysis.fit.results import FitRefused, FitResult, fit_result
 from analysis.fit.solvers import (
     A3_BOUNDS,
+    A3_PARAM_BOUNDS,
     a3_objective,
     a3_params,
     a3_solve,
@@ -37,6 +38,9 @@ from analysis.fit.solvers import (
     residual_stats,
     single_threaded,
 )
+from analysis.verdict import SearchBound
+
+M_LOG_BOUNDS = (-10.0, 10.0)  # log m_q, each quality level's data multiplier
 
 # ----------------------------------------------------------------------------------------------------------
 # data-efficiency multiplier per quality level
@@ -50,7 +54,7 @@ def _eff_objective(th, logN, logD, logL, G, delta, w=None):
 
 
 def _eff_solve(starts, logN, logD, logL, G, delta, w=None):
-    bounds = A3_BOUNDS + [(-10.0, 10.0)] * G.shape[1]
+    bounds = A3_BOUNDS + [M_LOG_BOUNDS] * G.shape[1]
     return lbfgs_best(lambda th: _eff_objective(th, logN, logD, logL, G, delta, w), starts, bounds)
 
 
@@ -99,6 +103,8 @@ def fit_efficiency(
     logN, logD, logL = np.log(x["N"]), np.log(x["D"]), np.log(x["L"])
     _, th0 = a3_solve(logN, logD, logL, delta)
     f, th = _eff_solve([np.concatenate([th0, np.zeros(len(others))])], logN, logD, logL, G, delta)
+    if th is None:
+        raise FitRefused(name, "L-BFGS did not converge")
 
     def params_of(t):
         p = a3_params(t[:5])
@@ -106,13 +112,15 @@ def fit_efficiency(
         return p
 
     params = params_of(th)
-    refuse_at_bounds(name, params, {"alpha": A3_BOUNDS[3], "beta": A3_BOUNDS[4]})
+    refuse_at_bounds(
+        name, params, {"alpha": A3_BOUNDS[3], "beta": A3_BOUNDS[4]}, {"alpha": ("N",), "beta": ("D",)}
+    )
 
     def refit(w):
         tb = _eff_solve([th], logN, logD, logL, G, delta, w)[1]
         return None if tb is None else params_of(tb)
 
-    samples = bootstrap_refit(len(logL), n_boot, seed, refit)
+    samples, n_failed = bootstrap_refit(len(logL), n_boot, seed, refit)
     logDe = logD + G @ th[5:]
     r = (
         np.log(laws.chinchilla(x["N"], np.exp(logDe), *(params[k] for k in ("E", "A", "B", "alpha", "beta"))))
@@ -127,7 +135,18 @@ def fit_efficiency(
         level=level_ci,
         n_points=len(logL),
         residuals={**residual_stats(r, "log"), "objective": f, "rmse_by_level": per_level},
-        meta={"reference": str(reference), "levels": [str(q) for q in levels]},
+        meta={
+            "reference": str(reference),
+            "quality_levels": [str(q) for q in levels],
+            "levels": level_counts(x, "N", "D"),
+            "y_min": float(x["L"].min()),
+        },
+        n_boot=n_boot,
+        n_failed=n_failed,
+        bounds={
+            **A3_PARAM_BOUNDS,
+            **{f"m[{q}]": SearchBound(*np.exp(M_LOG_BOUNDS), log=True) for q in others},
+        },
     )
 
 
@@ -200,7 +219,7 @@ def fit_transfer(
         cb, _, _ = _transfer_line(a3_params(tb), ft["N"][idx], ft["D"][idx], ft["L"][idx])
         return None if cb is None else params_of(cb)
 
-    ps = bootstrap_draws(n_boot, seed, refit)
+    ps, n_failed = bootstrap_draws(n_boot, seed, refit)
     samples = {k: np.array([q[k] for q in ps]) for k in (ps[0] if ps else {})}
     pred = (
         np.log(params["k"]) + params["alpha_T"] * np.log(ft["D"][ok]) + params["beta_T"] * np.log(ft["N"][ok])
@@ -219,6 +238,8 @@ def fit_transfer(
             "n_beyond_scratch_floor": int((~ok).sum()),
             "D_T": [float(v) for v in DT],
         },
+        n_boot=n_boot,
+        n_failed=n_failed,
     )
 
 

@@ -100,5 +100,6 @@ def test_backtest_refusals():
     with pytest.raises(FitRefused, match="no column 'utmos'"):
         backtest(t, "utmos")
     tiny = t.head(4)
-    with pytest.raises(FitRefused, match="no law could be fitted"):
-        backtest(tiny, "val_nelbo", holdout_top=1, n_boot=0)
+    r = backtest(tiny, "val_nelbo", holdout_top=1, n_boot=0)  # no law: the baselines are still reported
+    assert r["laws"] == {} and "too few points" in r["refused"]["approach3"]
+    assert set(r["baselines"]) | set(r["baselines_refused"]) == {"best_observed", "loglog_line"}

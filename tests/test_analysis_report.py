@@ -139,9 +139,13 @@ def test_cli_fit_json_shape_for_a_csv(tmp_path):
     )
     assert res.exit_code == 0, res.output
     obj = json.loads(res.stdout)
-    keys = {"E", "A", "B", "alpha", "beta", "a", "b", "n_points", "ci"}
-    assert set(obj) == keys and obj["n_points"] == 80
-    assert set(obj["ci"]) == keys - {"n_points", "ci"} and all(len(v) == 2 for v in obj["ci"].values())
+    params = {"E", "A", "B", "alpha", "beta", "a", "b"}
+    extra = {"verdict", "reasons", "at_bound_share", "level", "n_boot", "n_converged", "n_failed"}
+    assert set(obj) == params | {"n_points", "ci"} | extra and obj["n_points"] == 80
+    assert set(obj["ci"]) == params and all(len(v) == 2 for v in obj["ci"].values())
+    assert obj["verdict"] in ("determined", "undetermined") and isinstance(obj["reasons"], list)
+    assert set(obj["at_bound_share"]) == params and obj["level"] == 0.95
+    assert obj["n_boot"] == 20 and obj["n_converged"] + obj["n_failed"] == 20
     assert abs(obj["alpha"] - S.CHINCHILLA["alpha"]) < 0.08
     # refused fits exit 2 with the reason
     df.head(5).to_csv(p, index=False)

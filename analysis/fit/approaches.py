@@ -11,12 +11,19 @@ from __future__ import annotations
 import numpy as np
 
 from analysis import laws
-from analysis.fit.checks import check_inputs, distinct_levels, refuse_at_bounds, refuse_flat_term
+from analysis.fit.checks import (
+    check_inputs,
+    distinct_levels,
+    level_counts,
+    refuse_at_bounds,
+    refuse_flat_term,
+)
 from analysis.fit.results import FitRefused, FitResult, fit_result
 from analysis.fit.single import pareto_frontier
 from analysis.fit.solvers import (
     A3_BOUNDS,
     A3_GRID_COARSE,
+    A3_PARAM_BOUNDS,
     LBFGS_BOOT,
     a3_params,
     a3_solve,
@@ -83,7 +90,8 @@ def fit_approach3(
     Minimises sum Huber_delta(LSE(a - alpha log N, b - beta log D, e) - log L) with L-BFGS-B (analytic
     gradient) from the 4500-point initialisation grid of Hoffmann et al. / Besiroglu et al. (evaluated
     vectorised; the best ``n_refine`` starts are refined). Intervals: ``n_boot`` bootstrap resamples of the
-    points, each refitted from the full-data optimum and the best point of a coarse 32-point grid; percentile intervals.
+    points, each refitted from the full-data optimum and the best point of a coarse 32-point grid; percentile
+    intervals over the resamples whose refit converged (the others are counted in ``n_failed``).
 
     Check of the machinery: Besiroglu et al. 2024 ("Chinchilla Scaling: A replication attempt") refit
     Chinchilla's data to E=1.82, A=482, B=2085, alpha=0.35, beta=0.37. Their data cannot be downloaded
@@ -104,14 +112,18 @@ def fit_approach3(
     if theta is None:
         raise FitRefused(name, "L-BFGS failed from every initialisation")
     params = a3_params(theta)
-    refuse_at_bounds(name, params, {"alpha": A3_BOUNDS[3], "beta": A3_BOUNDS[4]})
+    refuse_at_bounds(
+        name, params, {"alpha": A3_BOUNDS[3], "beta": A3_BOUNDS[4]}, {"alpha": ("N",), "beta": ("D",)}
+    )
     refuse_flat_term(name, "N", x["N"], params["A"], params["alpha"], x["L"])
     refuse_flat_term(name, "D", x["D"], params["B"], params["beta"], x["L"])
     samples: dict[str, np.ndarray] = {}
+    n_failed = 0
     if n_boot > 0:
         thetas = bootstrap_thetas(_a3_boot_chunk, logN, logD, logL, delta, theta, n_boot, seed, workers)
         ps = [a3_params(t) for t in thetas if np.all(np.isfinite(t))]
-        samples = {k: np.array([p[k] for p in ps]) for k in params}
+        n_failed = n_boot - len(ps)
+        samples = {k: np.array([p[k] for p in ps]) for k in params} if ps else {}
     r = np.log(laws.chinchilla(x["N"], x["D"], *(params[k] for k in ("E", "A", "B", "alpha", "beta")))) - logL
     return fit_result(
         name,
@@ -121,7 +133,15 @@ def fit_approach3(
         level=level,
         n_points=len(logL),
         residuals={**residual_stats(r, "log"), "objective": f},
-        meta={"delta": delta, "n_boot": n_boot, "theta": [float(t) for t in theta]},
+        meta={
+            "delta": delta,
+            "theta": [float(t) for t in theta],
+            "levels": level_counts(x, "N", "D"),
+            "y_min": float(x["L"].min()),
+        },
+        n_boot=n_boot,
+        n_failed=n_failed,
+        bounds=A3_PARAM_BOUNDS,
     )
 
 
@@ -135,7 +155,9 @@ def _loglin(lc, ly):
     return float(slope), float(c0)
 
 
-def _allocation_result(name, C, Nopt, Dopt, samples, level, n_points, meta) -> FitResult:
+def _allocation_result(name, C, Nopt, Dopt, boot, level, n_points, meta) -> FitResult:
+    """The N_opt(C), D_opt(C) lines through the optimum points; ``boot`` = (n_boot, samples, n_failed)."""
+    n_boot, samples, n_failed = boot
     lc = np.log(C)
     a, cN = _loglin(lc, np.log(Nopt))
     b, cD = _loglin(lc, np.log(Dopt))
@@ -144,7 +166,16 @@ def _allocation_result(name, C, Nopt, Dopt, samples, level, n_points, meta) -> F
     rD = np.log(Dopt) - (cD + b * lc)
     res = {**residual_stats(rN, "log N_opt"), "rmse_log_D_opt": float(np.sqrt(np.mean(rD**2)))}
     return fit_result(
-        name, "allocation", params, samples, level=level, n_points=n_points, residuals=res, meta=meta
+        name,
+        "allocation",
+        params,
+        samples,
+        level=level,
+        n_points=n_points,
+        residuals=res,
+        meta=meta,
+        n_boot=n_boot,
+        n_failed=n_failed,
     )
 
 
@@ -221,6 +252,7 @@ def fit_approach2(
             name,
             f"only {len(minima)} budgets with an interior IsoFLOP minimum (need 2)"
             + (f" — {why}" if why else ""),
+            ("isoflop",),
         )
     Cs, Ns, Ds = (np.array([m[i] for m in minima]) for i in range(3))
 
@@ -240,7 +272,7 @@ def fit_approach2(
         b, cD = _loglin(np.log(c), np.log(d_))
         return {"a": a, "b": b, "N_coef": np.exp(cN), "D_coef": np.exp(cD)}
 
-    samples = bootstrap_refit(len(groups), n_boot, seed, refit, draw=within_budgets)
+    samples, n_failed = bootstrap_refit(len(groups), n_boot, seed, refit, draw=within_budgets)
     meta = {
         "C_opt": Cs.tolist(),
         "N_opt": Ns.tolist(),
@@ -249,8 +281,9 @@ def fit_approach2(
         "parabolas": [m[3]["p"] for m in minima],
         "skipped": [f"C={k}: {v}" for k, v in notes.items()],
         "groups": groups.tolist(),
+        "levels": {"C": len(minima)},
     }
-    return _allocation_result(name, Cs, Ns, Ds, samples, level, len(arr["L"]), meta)
+    return _allocation_result(name, Cs, Ns, Ds, (n_boot, samples, n_failed), level, len(arr["L"]), meta)
 
 
 def _envelope(curves, c_grid):
@@ -342,6 +375,7 @@ def fit_approach1(curves, *, n_grid=40, n_boot=200, level=0.95, seed=0, name="ap
                 else ""
             )
             + ", or fewer than 3 model sizes are on it",
+            ("curves", "N") if single else ("N",),
         )
     C, Nn, Dd, Lm = full
 
@@ -356,12 +390,13 @@ def fit_approach1(curves, *, n_grid=40, n_boot=200, level=0.95, seed=0, name="ap
         b, cD = _loglin(np.log(fb[0]), np.log(fb[2]))
         return {"a": a, "b": b, "N_coef": np.exp(cN), "D_coef": np.exp(cD)}
 
-    samples = bootstrap_refit(len(per), n_boot, seed, refit, draw=whole_curves)
+    samples, n_failed = bootstrap_refit(len(per), n_boot, seed, refit, draw=whole_curves)
     meta = {
         "C_env": C.tolist(),
         "N_env": Nn.tolist(),
         "D_env": Dd.tolist(),
         "L_env": Lm.tolist(),
         "from_final_points": single,
+        "levels": {"N": len(distinct_levels(Nn))},
     }
-    return _allocation_result(name, C, Nn, Dd, samples, level, len(df), meta)
+    return _allocation_result(name, C, Nn, Dd, (n_boot, samples, n_failed), level, len(df), meta)

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 
 from analysis.fit.results import FitRefused
+from analysis.verdict import BOUND_TOL, LEVEL_WORDS
 
 DISTINCT_REL_TOL = 0.02  # values within 2 % are one level of an axis
-BOUND_TOL = 1e-3  # an exponent this close to its search bound is "on the bound"
 FLAT_TERM_REL = 1e-4  # a power-law term moving the loss by less than this fraction is switched off
 
 
@@ -45,11 +45,22 @@ def check_inputs(
         raise FitRefused(fit, f"too few points: {n} (this fit needs at least {min_points})")
     for k, need in (distinct or {}).items():
         u = distinct_levels(arrs[k])
+        what = f" ({LEVEL_WORDS[k]})" if k in LEVEL_WORDS else ""
         if len(u) == 1:
-            raise FitRefused(fit, f"a single value of {k!r} ({u[0]:.4g}): its exponent is not identifiable")
+            raise FitRefused(
+                fit, f"a single value of {k!r}{what} ({u[0]:.4g}): its exponent is not identifiable", (k,)
+            )
         if len(u) < need:
-            raise FitRefused(fit, f"only {len(u)} distinct values of {k!r} (this fit needs at least {need})")
+            raise FitRefused(
+                fit, f"only {len(u)} distinct values of {k!r}{what} (this fit needs at least {need})", (k,)
+            )
     return arrs
+
+
+def level_counts(arrs: dict[str, np.ndarray], *names: str) -> dict[str, int]:
+    """Distinct levels (``distinct_levels``) of each named input: what the verdict's ``levels`` rule reads
+    from ``FitResult.meta["levels"]``."""
+    return {k: len(distinct_levels(arrs[k])) for k in names}
 
 
 def distinct_levels(a, rel_tol: float = DISTINCT_REL_TOL) -> np.ndarray:
@@ -65,9 +76,12 @@ def distinct_levels(a, rel_tol: float = DISTINCT_REL_TOL) -> np.ndarray:
     return np.array(keep)
 
 
-def refuse_at_bounds(fit: str, params: dict[str, float], bounds: dict[str, tuple[float, float]]) -> None:
+def refuse_at_bounds(
+    fit: str, params: dict[str, float], bounds: dict[str, tuple[float, float]], needs: dict | None = None
+) -> None:
     """Refuse a fit whose exponent ended on its search bound: the data did not determine it (for example
-    alpha = 0 when loss does not fall with N over the trials), so any number printed would be an artefact."""
+    alpha = 0 when loss does not fall with N over the trials), so any number printed would be an artefact.
+    ``needs`` maps an exponent to the input more of would determine it (alpha: N)."""
     for k, (lo, hi) in bounds.items():
         v = params[k]
         if v <= lo + BOUND_TOL or v >= hi - BOUND_TOL:
@@ -75,6 +89,7 @@ def refuse_at_bounds(fit: str, params: dict[str, float], bounds: dict[str, tuple
                 fit,
                 f"{k} = {v:.3g} ended on its search bound [{lo:g}, {hi:g}]: the trials do not determine it "
                 f"(the loss does not follow a power law in this variable over their range)",
+                tuple((needs or {}).get(k, ())),
             )
 
 
@@ -88,6 +103,7 @@ def refuse_flat_term(fit: str, var: str, x, coef: float, expo: float, L) -> None
             fit,
             f"the fitted {var} term changes the loss by {span:.3g} over the trials' {var} range "
             f"({np.min(x):.3g}..{np.max(x):.3g}): the loss does not fall with {var} over these trials",
+            (var,),
         )
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.fit.checks import check_inputs, refuse_at_bounds
+from analysis.fit.checks import check_inputs, level_counts, refuse_at_bounds
 from analysis.fit.predictors import PREDICTORS
 from analysis.fit.results import FitRefused, FitResult, fit_result
 from analysis.fit.solvers import (
     A3_BOUNDS,
+    A3_PARAM_BOUNDS,
     a3_objective,
     a3_params,
     a3_solve,
@@ -18,6 +19,9 @@ from analysis.fit.solvers import (
     residual_stats,
     single_threaded,
 )
+from analysis.verdict import SearchBound
+
+R_STAR_BOUNDS = (0.05, 1e4)  # R*_D searched in log
 
 
 def _dc_objective(th6, logN, D, U, logL, delta, w=None):
@@ -33,7 +37,7 @@ def _dc_objective(th6, logN, D, U, logL, delta, w=None):
 
 
 def _dc_solve(logN, D, U, logL, delta, starts, w=None):
-    bounds = A3_BOUNDS + [(np.log(0.05), np.log(1e4))]
+    bounds = A3_BOUNDS + [(np.log(R_STAR_BOUNDS[0]), np.log(R_STAR_BOUNDS[1]))]
     return lbfgs_best(lambda th: _dc_objective(th, logN, D, U, logL, delta, w), starts, bounds)
 
 
@@ -58,23 +62,28 @@ def fit_data_constrained(
         raise FitRefused(
             name,
             f"only {int(rep.sum())} trials saw their data more than once (need 3 with D > U to fit R*_D)",
+            ("repeats",),
         )
     logN, logL = np.log(x["N"]), np.log(x["L"])
     f0, th0 = a3_solve(logN, np.log(x["D"]), logL, delta)
     starts = [np.append(th0, np.log(r)) for r in (1.0, 5.0, 15.0, 60.0)]
     f, th = _dc_solve(logN, x["D"], x["U"], logL, delta, starts)
+    if th is None:
+        raise FitRefused(name, "L-BFGS did not converge from any start")
 
     def params_of(t):
         return {**a3_params(t[:5]), "R_star": float(np.exp(t[5]))}
 
     params = params_of(th)
-    refuse_at_bounds(name, params, {"alpha": A3_BOUNDS[3], "beta": A3_BOUNDS[4]})
+    refuse_at_bounds(
+        name, params, {"alpha": A3_BOUNDS[3], "beta": A3_BOUNDS[4]}, {"alpha": ("N",), "beta": ("D",)}
+    )
 
     def refit(w):
         tb = _dc_solve(logN, x["D"], x["U"], logL, delta, [th], w)[1]
         return None if tb is None else params_of(tb)
 
-    samples = bootstrap_refit(len(logL), n_boot, seed, refit)
+    samples, n_failed = bootstrap_refit(len(logL), n_boot, seed, refit)
     pred = PREDICTORS["data_constrained"](params, {}, x["N"], x["D"], x["U"])
     return fit_result(
         name,
@@ -84,5 +93,13 @@ def fit_data_constrained(
         level=level,
         n_points=len(logL),
         residuals={**residual_stats(np.log(pred) - logL, "log"), "objective": f},
-        meta={"delta": delta, "n_repeated": int(rep.sum())},
+        meta={
+            "delta": delta,
+            "n_repeated": int(rep.sum()),
+            "levels": level_counts(x, "N", "D"),
+            "y_min": float(x["L"].min()),
+        },
+        n_boot=n_boot,
+        n_failed=n_failed,
+        bounds={**A3_PARAM_BOUNDS, "R_star": SearchBound(*R_STAR_BOUNDS, log=True)},
     )

@@ -7,9 +7,13 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from analysis import laws
-from analysis.fit.checks import check_inputs, refuse_at_bounds
+from analysis.fit.checks import check_inputs, level_counts, refuse_at_bounds
 from analysis.fit.results import FitRefused, FitResult, fit_result
 from analysis.fit.solvers import bootstrap_refit, logistic_solve, residual_stats, single_threaded
+from analysis.verdict import SearchBound
+
+SAT_ALPHA_BOUNDS = (1e-4, 5.0)
+SAT_LOG_A_BOUNDS = (-30.0, 30.0)
 
 
 def _sat_residual(th, lxr, y):
@@ -21,6 +25,7 @@ def _sat_residual(th, lxr, y):
 
 
 def _sat_solve(lxr, y, starts, ceiling, w=None):
+    """Best (cost, theta) over the starts that converged; (inf, None) when none did."""
     sw = np.sqrt(w) if w is not None else np.ones_like(y)
     best = (np.inf, None)
     hi_M = ceiling if ceiling is not None else np.inf
@@ -31,10 +36,13 @@ def _sat_solve(lxr, y, starts, ceiling, w=None):
             lambda th: _sat_residual(th, lxr, y)[0] * sw,
             x0,
             jac=lambda th: _sat_residual(th, lxr, y)[1] * sw[:, None],
-            bounds=([-np.inf, -30, 1e-4], [hi_M, 30, 5.0]),
+            bounds=(
+                [-np.inf, SAT_LOG_A_BOUNDS[0], SAT_ALPHA_BOUNDS[0]],
+                [hi_M, SAT_LOG_A_BOUNDS[1], SAT_ALPHA_BOUNDS[1]],
+            ),
             method="trf",
         )
-        if res.cost < best[0]:
+        if res.status > 0 and res.cost < best[0]:
             best = (float(res.cost), res.x)
     return best
 
@@ -68,13 +76,17 @@ def fit_saturating(
         for alpha in (0.1, 0.4, 1.0):
             starts.append([M0, np.log(max(M0 - yy.mean(), 1e-6)), alpha])
     f, th = _sat_solve(lxr, yy, starts, ceiling)
+    if th is None:
+        raise FitRefused(name, "least squares did not converge from any start")
 
     def params_of(t):
+        if t is None:
+            return None
         return {"M": float(t[0]), "A": float(np.exp(t[1])), "alpha": float(t[2])}
 
     params = params_of(th)
-    refuse_at_bounds(name, params, {"alpha": (1e-4, 5.0)})
-    samples = bootstrap_refit(
+    refuse_at_bounds(name, params, {"alpha": SAT_ALPHA_BOUNDS}, {"alpha": (x_name,)})
+    samples, n_failed = bootstrap_refit(
         len(lxr), n_boot, seed, lambda w: params_of(_sat_solve(lxr, yy, [th], ceiling, w)[1]), x=lxr
     )
     r = _sat_residual(th, lxr, yy)[0]
@@ -86,7 +98,20 @@ def fit_saturating(
         level=level,
         n_points=len(yy),
         residuals=residual_stats(r, "linear"),
-        meta={"x_ref": x_ref, "x": x_name, "ceiling": ceiling, "x_max": float(arr[x_name].max())},
+        meta={
+            "x_ref": x_ref,
+            "x": x_name,
+            "ceiling": ceiling,
+            "x_max": float(arr[x_name].max()),
+            "levels": level_counts(arr, x_name),
+        },
+        n_boot=n_boot,
+        n_failed=n_failed,
+        bounds={
+            "M": SearchBound(-np.inf, np.inf if ceiling is None else float(ceiling)),
+            "A": SearchBound(np.exp(SAT_LOG_A_BOUNDS[0]), np.exp(SAT_LOG_A_BOUNDS[1]), log=True),
+            "alpha": SearchBound(*SAT_ALPHA_BOUNDS),
+        },
     )
 
 
@@ -119,28 +144,25 @@ def fit_logistic(
             f"need |rho| >= {min_rank_corr})",
         )
     sign = 1.0 if rho < 0 else -1.0  # k > 0: metric falls as loss rises
-    lo_b = -np.inf if bounds[0] is None else bounds[0]
-    hi_b = np.inf if bounds[1] is None else bounds[1]
     span_L = max(float(LL.max() - LL.min()), 1e-9)
     span_y = max(float(yy.max() - yy.min()), 1e-9)
-    kmag_hi = 200.0 / span_L
-    kb = (0.0, kmag_hi) if sign > 0 else (-kmag_hi, 0.0)
-    bnds = (
-        [lo_b, lo_b, kb[0], LL.min() - 2 * span_L],
-        [hi_b, hi_b, kb[1], LL.max() + 2 * span_L],
-    )
+    bnds = logistic_search_bounds(LL, bounds, sign)
     starts = []
     for pad in (0.1, 1.0):
         for ks in (2.0, 6.0):
             for l0 in np.quantile(LL, [0.3, 0.7]):
                 starts.append([yy.min() - pad * span_y, yy.max() + pad * span_y, sign * ks / span_L, l0])
     f, th = logistic_solve(LL, yy, starts, bnds)
+    if th is None:
+        raise FitRefused(name, "least squares did not converge from any start")
 
     def params_of(t):
+        if t is None:
+            return None
         return {"floor": float(t[0]), "ceiling": float(t[1]), "k": float(t[2]), "L0": float(t[3])}
 
     params = params_of(th)
-    samples = bootstrap_refit(
+    samples, n_failed = bootstrap_refit(
         len(yy), n_boot, seed, lambda w: params_of(logistic_solve(LL, yy, [th], bnds, w)[1])
     )
     r = laws.logistic(LL, *th) - yy
@@ -152,5 +174,28 @@ def fit_logistic(
         level=level,
         n_points=len(yy),
         residuals={**residual_stats(r, "linear"), "spearman_rho": rho},
-        meta={"x": x_name, "bounds": [bounds[0], bounds[1]]},
+        meta={"x": x_name, "bounds": [bounds[0], bounds[1]], "levels": level_counts(arr, x_name)},
+        n_boot=n_boot,
+        n_failed=n_failed,
+        bounds=logistic_bounds(bnds),
     )
+
+
+def logistic_search_bounds(LL, bounds, sign: float):
+    """([lows], [highs]) of (floor, ceiling, k, L0) for ``logistic_solve``: floor and ceiling inside the
+    metric's ``bounds``, k of the sign ``sign`` and at most 200 / (loss range) (a step), L0 within two loss
+    ranges of the observed losses."""
+    lo_b = -np.inf if bounds[0] is None else bounds[0]
+    hi_b = np.inf if bounds[1] is None else bounds[1]
+    span_L = max(float(np.max(LL) - np.min(LL)), 1e-9)
+    kb = (0.0, 200.0 / span_L) if sign > 0 else (-200.0 / span_L, 0.0)
+    return (
+        [lo_b, lo_b, kb[0], float(np.min(LL)) - 2 * span_L],
+        [hi_b, hi_b, kb[1], float(np.max(LL)) + 2 * span_L],
+    )
+
+
+def logistic_bounds(bnds) -> dict[str, SearchBound]:
+    """The verdict's view of ``logistic_solve``'s bounds ([lows], [highs] of floor, ceiling, k, L0)."""
+    names = ("floor", "ceiling", "k", "L0")
+    return {k: SearchBound(float(lo), float(hi)) for k, lo, hi in zip(names, *bnds, strict=True)}

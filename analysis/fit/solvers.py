@@ -1,7 +1,11 @@
 """Solvers the fits share, and that ``analysis.predict`` and ``analysis.transfer`` reuse for their own
 joint fits: Chinchilla Approach 3 in the log-sum-exp parametrisation (objective, grid, L-BFGS multistart,
 parameters), the logistic loss -> metric least squares, the one bootstrap loop (multinomial weights, refit
-per resample, failed refits dropped), residual statistics, and the single-thread BLAS guard."""
+per resample, failed refits dropped and counted), residual statistics, and the single-thread BLAS guard.
+
+Convergence: an L-BFGS-B start that stops at its iteration limit, or a least-squares start that stops at its
+evaluation limit, has not converged and is never taken as an optimum; a resample none of whose starts
+converged is a failed resample (counted, left out of the intervals)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import numpy as np
 from scipy.optimize import least_squares, minimize
 
 from analysis import laws
+from analysis.verdict import SearchBound
 
 
 def single_threaded(fn):
@@ -35,27 +40,30 @@ def bootstrap_weights(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.multinomial(n, np.full(n, 1.0 / n)).astype(float)
 
 
-def bootstrap_draws(n_boot: int, seed: int, refit) -> list:
+def bootstrap_draws(n_boot: int, seed: int, refit) -> tuple[list, int]:
     """The bootstrap loop: ``n_boot`` replicates from one ``np.random.default_rng(seed)`` stream, each
-    ``refit(rng)`` (draws its resample from ``rng`` and refits; None when the refit failed or the resample
-    cannot support the fit), the failures dropped. ``[]`` when ``n_boot`` is 0."""
+    ``refit(rng)`` (draws its resample from ``rng`` and refits; None when the refit did not converge or the
+    resample cannot support the fit). Returns (the converged draws, how many failed). ``([], 0)`` when
+    ``n_boot`` is 0."""
     if n_boot <= 0:
-        return []
+        return [], 0
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n_boot):
         r = refit(rng)
         if r is not None:
             out.append(r)
-    return out
+    return out, n_boot - len(out)
 
 
-def bootstrap_refit(n: int, n_boot: int, seed: int, refit, *, x=None, draw=None) -> dict[str, np.ndarray]:
+def bootstrap_refit(
+    n: int, n_boot: int, seed: int, refit, *, x=None, draw=None
+) -> tuple[dict[str, np.ndarray], int]:
     """Bootstrap draws per parameter: ``refit(resample) -> params or None`` on ``n`` points resampled with
     replacement, the resample being multiplicity weights (``bootstrap_weights``) unless ``draw(rng)`` makes
     another kind (whole curves, resampling within groups). With ``x``, weight resamples with fewer than 3
-    distinct x are skipped (single-variable laws). Failed refits (None) are dropped. ``{}`` when ``n_boot``
-    is 0 or every refit failed."""
+    distinct x fail (single-variable laws). Returns (draws per parameter of the converged refits, how many
+    resamples failed); the draws are ``{}`` when ``n_boot`` is 0 or every refit failed."""
 
     def one(rng):
         s = draw(rng) if draw is not None else bootstrap_weights(rng, n)
@@ -63,8 +71,8 @@ def bootstrap_refit(n: int, n_boot: int, seed: int, refit, *, x=None, draw=None)
             return None
         return refit(s)
 
-    ps = bootstrap_draws(n_boot, seed, one)
-    return {k: np.array([p[k] for p in ps]) for k in (ps[0] if ps else {})}
+    ps, n_failed = bootstrap_draws(n_boot, seed, one)
+    return {k: np.array([p[k] for p in ps]) for k in (ps[0] if ps else {})}, n_failed
 
 
 def residual_stats(r: np.ndarray, space: str) -> dict[str, Any]:
@@ -98,6 +106,14 @@ A3_GRID_COARSE = np.array(
     list(itertools.product([5.0, 15.0], [5.0, 15.0], [-0.5, 0.5], [0.3, 1.0], [0.3, 1.0]))
 )
 A3_BOUNDS = [(-20.0, 80.0), (-20.0, 80.0), (-10.0, 10.0), (0.0, 5.0), (0.0, 5.0)]
+# the same bounds per parameter of ``a3_params``, for the verdict (A, B, E are searched in log)
+A3_PARAM_BOUNDS = {
+    "A": SearchBound(np.exp(A3_BOUNDS[0][0]), np.exp(A3_BOUNDS[0][1]), log=True),
+    "B": SearchBound(np.exp(A3_BOUNDS[1][0]), np.exp(A3_BOUNDS[1][1]), log=True),
+    "E": SearchBound(np.exp(A3_BOUNDS[2][0]), np.exp(A3_BOUNDS[2][1]), log=True),
+    "alpha": SearchBound(*A3_BOUNDS[3]),
+    "beta": SearchBound(*A3_BOUNDS[4]),
+}
 LBFGS_OPTIONS = {"maxiter": 3000, "ftol": 1e-15, "gtol": 1e-12, "maxcor": 20}
 # bootstrap refits start next to their optimum; these tolerances reach the same objective to ~1e-15 on the
 # Chinchilla-like check with ~30% fewer evaluations
@@ -145,14 +161,15 @@ def a3_grid_values(thetas, logN, logD, logL, delta=1e-3, w=None) -> np.ndarray:
 
 
 def lbfgs_best(objective, starts, bounds, options=None):
-    """L-BFGS-B (``objective`` returns value and gradient) from every start; the best finite optimum as
-    ``(value, theta)``, or ``(inf, None)`` when every start failed."""
+    """L-BFGS-B (``objective`` returns value and gradient) from every start; the best finite optimum of the
+    starts that converged as ``(value, theta)``, or ``(inf, None)`` when none did. A start stopped by the
+    iteration limit (scipy status 1) has not converged and is not an optimum."""
     best = (np.inf, None)
     for x0 in starts:
         res = minimize(
             objective, x0, jac=True, method="L-BFGS-B", bounds=bounds, options=options or LBFGS_OPTIONS
         )
-        if np.isfinite(res.fun) and res.fun < best[0]:
+        if res.status != 1 and np.isfinite(res.fun) and res.fun < best[0]:
             best = (float(res.fun), res.x)
     return best
 
@@ -201,7 +218,8 @@ def _logi_jac(th, L):
 
 def logistic_solve(L, y, starts, bounds, w=None):
     """Least squares (trf, analytic Jacobian) of y = logistic(L; floor, ceiling, k, L0) from each start
-    inside ``bounds`` (points weighted by ``w``); the best as ``(cost, theta)``."""
+    inside ``bounds`` (points weighted by ``w``); the best converged one as ``(cost, theta)``, ``(inf,
+    None)`` when no start converged (every one stopped at its evaluation limit)."""
     sw = np.sqrt(w) if w is not None else np.ones_like(y)
     best = (np.inf, None)
     for x0 in starts:
@@ -214,6 +232,6 @@ def logistic_solve(L, y, starts, bounds, w=None):
             method="trf",
             x_scale="jac",
         )
-        if res.cost < best[0]:
+        if res.status > 0 and res.cost < best[0]:
             best = (float(res.cost), res.x)
     return best

@@ -2,6 +2,12 @@
 
 SOURCE is a sweep name or a file: an existing path is read as CSV / Parquet; anything else is looked up
 in MLflow (``--tracking-uri``, else $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db).
+
+What is printed follows the verdicts (``analysis.verdict``): determined fits under one heading, undetermined
+ones under another with their reasons, refused ones last; every interval with its level, "undetermined"
+where it is not finite (never NaN; JSON has null). Exit codes: 0 when the command produced what it was asked
+for (a fit whose verdict is undetermined is still a fit: its verdict says so); 2 when it produced nothing
+(bad input, every fit refused, no law to backtest, or an allocation withheld because it is undetermined).
 """
 
 from __future__ import annotations
@@ -30,22 +36,73 @@ def _curves(source: str, table, metric: str, tracking_uri: str | None):
 
 
 def _flat(fit) -> dict:
-    d = {k: float(v) for k, v in fit.params.items()}
+    from analysis.verdict import clean  # scipy-free, but only the fit command needs it
+
+    v = fit.assess()
+    d = {k: float(x) for k, x in fit.params.items()}
     d["n_points"] = int(fit.n_points)
     d["ci"] = {k: [float(lo), float(hi)] for k, (lo, hi) in fit.ci.items()}
-    return d
+    d.update(v.to_dict())
+    d.update(level=fit.level, n_boot=fit.n_boot, n_converged=fit.n_converged, n_failed=fit.n_failed)
+    return clean(d)
 
 
 def _fit_rich(fit) -> None:
     from rich.table import Table
 
-    t = Table(title=f"{fit.name}  ({fit.n_points} points, {int(fit.level * 100)}% bootstrap CI)")
-    for c in ("param", "value", "low", "high"):
+    from analysis.verdict import interval_text  # only the fit command needs it
+
+    v = fit.assess()
+    lv = round(fit.level * 100)
+    t = Table(
+        title=f"{fit.name}  ({fit.n_points} points; {lv}% bootstrap intervals over the {fit.n_converged} of "
+        f"{fit.n_boot} resamples that converged, {fit.n_failed} failed)"
+    )
+    for c in ("param", "value", f"{lv}% interval", "at a bound"):
         t.add_column(c, justify="right")
-    for k, v in fit.params.items():
-        lo, hi = fit.ci.get(k, (float("nan"), float("nan")))
-        t.add_row(k, f"{v:.4g}", f"{lo:.4g}", f"{hi:.4g}")
+    for k, x in fit.params.items():
+        share = v.at_bound_share.get(k)
+        t.add_row(
+            k,
+            f"{x:.4g}",
+            interval_text(*fit.ci.get(k, (None, None))),
+            "-" if share is None else f"{share:.0%}",
+        )
     console.print(t)
+    for r in v.texts:
+        console.print(f"  [yellow]undetermined:[/] {r}")
+
+
+def _print_suite(s) -> None:
+    """Determined fits, then undetermined ones (own heading, with reasons), then refused ones, then the
+    seed-to-seed noise."""
+    results = {k: r for k, r in s.results().items() if k != "two_step"}
+    good = [r for r in results.values() if r.assess().determined]
+    bad = [r for r in results.values() if not r.assess().determined]
+    console.rule("[bold green]determined fits[/]")
+    for f in good:
+        _fit_rich(f)
+    if not good:
+        console.print("none")
+    if bad:
+        console.rule("[bold yellow]undetermined fits: the trials do not pin these numbers down[/]")
+        for f in bad:
+            _fit_rich(f)
+    if s.refused:
+        console.rule("[bold]not fitted[/]")
+        for k, why in s.refused.items():
+            console.print(f"[yellow]not fitted[/] {k}: {why}")
+    n = s.noise or {}
+    if n.get("reason"):
+        console.print(f"seed-to-seed noise: not measured ({n['reason']})")
+    for m, r in (n.get("metrics") or {}).items():
+        if "rel_std" in r:
+            console.print(
+                f"seed-to-seed noise of {m}: {100 * r['rel_std']:.2f}% relative std, pooled over "
+                f"{r['n_points']} points ({r['n_trials']} trials)"
+            )
+        else:
+            console.print(f"seed-to-seed noise of {m}: not measured ({r['reason']})")
 
 
 def fit(
@@ -91,13 +148,13 @@ def fit(
             out.mkdir(parents=True, exist_ok=True)
             (out / "fits.json").write_text(json.dumps(s.to_dict(), indent=2, default=float))
             _plots(s, out)
+    nothing = not s.results()
     if as_json:
         print_json(_flat(s.fits[f"approach{approach}"]) if approach != "all" else s.to_dict())
-        return
-    for f in s.fits.values():
-        _fit_rich(f)
-    for k, v in s.refused.items():
-        console.print(f"[yellow]not fitted[/] {k}: {v}")
+    else:
+        _print_suite(s)
+    if nothing:
+        raise typer.Exit(2)  # every fit refused: nothing of what was asked was produced
 
 
 def report(
@@ -139,7 +196,18 @@ def report(
         if parent:
             log_report_to_mlflow(parent, out, tracking_uri)
             console.print(f"logged to MLflow run {parent} (artifacts/report)")
+    _print_answer(out)
     console.print(f"report: {path}")
+
+
+def _print_answer(out: Path) -> None:
+    """The report's opening paragraph (from its fits.json), so the terminal leads with the answer too."""
+    import json
+
+    answer = json.loads((out / "fits.json").read_text(encoding="utf-8")).get("answer")
+    if answer:
+        console.rule("what this sweep determines")
+        console.print(answer)
 
 
 def allocate(
@@ -171,7 +239,8 @@ def allocate(
         if "approach3" not in s.fits:
             raise FitRefused("allocate", s.refused.get("approach3") or s.refused.get("all", "no fit"))
         ts = None
-        if quality and quality in s.table.columns and metric in s.table.columns:
+        determined = s.fits["approach3"].assess().determined  # else no allocation: no chain to fit
+        if determined and quality and quality in s.table.columns and metric in s.table.columns:
             from analysis.predict import (
                 two_step_from_table,
             )  # scipy: only loaded by the command using it
@@ -191,21 +260,35 @@ def allocate(
         )
     if as_json:
         print_json(res)
-        return
+    elif res["verdict"] != "determined":
+        console.print(
+            f"[bold yellow]no allocation[/] for {res['budget_flops']:.4g} FLOPs: it would rest on an "
+            "undetermined fit, so no number is given. Why:"
+        )
+        for r in res["reasons"]:
+            console.print(f"  - {r}")
+    else:
+        _print_allocation(res)
+    if res["verdict"] != "determined":
+        raise typer.Exit(2)
+
+
+def _print_allocation(res: dict) -> None:
     from rich.table import Table
 
-    t = Table(title="compute-optimal allocation")
+    from analysis.verdict import interval_text  # only the allocate command needs it
+
+    lv = round(res["level"] * 100)
+    t = Table(title="compute-optimal allocation (determined)")
     t.add_column("quantity")
     t.add_column("value", justify="right")
     for k, v in res.items():
-        if k == "config":
+        if k in ("config", "reasons", "verdict"):
             continue
-        t.add_row(
-            k,
-            f"[{v[0]:.4g}, {v[1]:.4g}]"
-            if isinstance(v, list)
-            else (f"{v:.4g}" if isinstance(v, float) else str(v)),
-        )
+        if k.endswith("_ci"):
+            t.add_row(f"{k} ({lv}% interval)", interval_text(*(v or (None, None))))
+        else:
+            t.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     for k, v in res["config"].items():
         t.add_row(f"config.{k}", f"{v:.4g}" if isinstance(v, float) else str(v))
     console.print(t)
@@ -232,30 +315,60 @@ def backtest(
         )
     if as_json:
         print_json(res)
-        return
+    else:
+        _print_backtest(res)
+    if not res["laws"]:
+        raise typer.Exit(2)  # no law could be fitted: the backtest asked for was not produced
+
+
+def _num(v, spec: str = ".4g") -> str:
+    """A number as text; "-" for a missing one (JSON null), never "nan"."""
+    return "-" if v is None else format(v, spec)
+
+
+def _print_backtest(res: dict) -> None:
+    """Every law beside the no-fit baselines (error, coverage, n, the law's verdict), then each prediction."""
     from rich.table import Table
 
-    t = Table(
-        title=f"backtest of {metric}: fit on {res['n_train']} trials (C <= {res['threshold_C']:.3g}), "
-        f"{res['n_test']} held out, {int(res['level'] * 100)}% intervals"
+    from analysis.verdict import interval_text  # only the backtest command needs it
+
+    lv = round(res["level"] * 100)
+    head = (
+        f"backtest of {res['metric']}: fit on {res['n_train']} trials (C <= {res['threshold_C']:.3g}), "
+        f"{res['n_test']} held out"
     )
-    for c in ("law", "trial", "observed", "predicted", "low", "high", "rel err", "covered"):
+    t = Table(title=head + ": laws against no-fit baselines")
+    for c in ("predictor", "kind", "mean abs rel err", f"coverage of {lv}% intervals", "n"):
         t.add_column(c, justify="right")
     for law, r in res["laws"].items():
-        for p in r["points"]:
-            t.add_row(
-                law,
-                p["trial"],
-                f"{p['observed']:.4g}",
-                f"{p['predicted']:.4g}",
-                f"{p['low']:.4g}",
-                f"{p['high']:.4g}",
-                f"{p['rel_error']:.3f}",
-                "yes" if p["covered"] else "no",
-            )
-        t.add_row(law, "[b]mean[/]", "", "", "", "", f"{r['mean_abs_rel_error']:.3f}", f"{r['coverage']:.2f}")
+        err, cov = _num(r["mean_abs_rel_error"], ".3f"), _num(r["coverage"], ".2f")
+        t.add_row(law, f"law ({r['verdict']} fit)", err, cov, str(r["n"]))
+    for name, b in res["baselines"].items():
+        t.add_row(name, "no-fit baseline", _num(b["mean_abs_rel_error"], ".3f"), "-", str(b["n"]))
     console.print(t)
-    for law, why in res["refused"].items():
+    t = Table(title=head + f", {lv}% intervals")
+    for c in ("predictor", "trial", "observed", "predicted", f"{lv}% interval", "rel err", "covered"):
+        t.add_column(c, justify="right")
+    rows = [
+        (law, p, interval_text(p["low"], p["high"]), "yes" if p["covered"] else "no")
+        for law, r in res["laws"].items()
+        for p in r["points"]
+    ] + [(name, p, f"- ({p['how']})", "-") for name, b in res["baselines"].items() for p in b["points"]]
+    for name, p, interval, covered in rows:
+        t.add_row(
+            name,
+            p["trial"],
+            _num(p["observed"]),
+            _num(p["predicted"]),
+            interval,
+            _num(p["rel_error"], ".3f"),
+            covered,
+        )
+    console.print(t)
+    for law, r in res["laws"].items():
+        for why in r["reasons"]:
+            console.print(f"[yellow]{law} is undetermined:[/] {why}")
+    for law, why in {**res["refused"], **res["baselines_refused"]}.items():
         console.print(f"[yellow]not fitted[/] {law}: {why}")
 
 
