@@ -89,10 +89,11 @@ def check_numeric(df: pd.DataFrame, path: str | Path) -> None:
 
     A number column is N, D, C or step, or any column most of whose filled cells are numbers (a metric or
     a numeric axis): one stray ``abc`` there would otherwise surface deep in a fit as "could not convert
-    string to float". Rows count as in the file: row 2 is the first line under a CSV header.
+    string to float". Rows count as in the file: row 2 is the first line under a CSV header. The seed
+    column is left to ``analysis.noise``, which names a mixed one and fits on without seed noise.
     """
     for col in df.columns:
-        if col == "trial" or df[col].dtype.kind in "biufc":
+        if col in ("trial", "seed", "axis.seed") or df[col].dtype.kind in "biufc":
             continue
         filled = df[col].dropna()
         if filled.empty:
