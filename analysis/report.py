@@ -17,6 +17,7 @@ import pandas as pd
 from analysis import plots
 from analysis.allocate import allocate
 from analysis.backtest import backtest
+from analysis.envelope import envelope_html
 from analysis.fit import FitRefused, FitResult
 from analysis.predict import DEFAULT_LOSS, DEFAULT_QUALITY
 from analysis.suite import c_range, k_of, run_suite
@@ -105,6 +106,9 @@ def write_report(
     )
     if s.notes:
         parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in s.notes) + "</ul>")
+    parts.append(
+        envelope_html(s.envelope)
+    )  # the best lr per point, edge winners flagged ("" without lr axis)
 
     # fits
     parts.append("<h2>Fits</h2>")

@@ -11,6 +11,7 @@ import pandas as pd
 
 from analysis import fit as F
 from analysis.allocate import flops_per_param_unit
+from analysis.envelope import Envelope, collapse_lr
 from analysis.predict import DEFAULT_LOSS, DEFAULT_QUALITY, TwoStep, metric_bounds, two_step_from_table
 from analysis.table import usable
 from analysis.transfer import fit_efficiency, fit_transfer, split_pretrained
@@ -29,6 +30,7 @@ class Suite:
     two_step: TwoStep | None = None
     refused: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    envelope: Envelope | None = None  # the lr envelope the fits ran on (analysis.envelope)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,7 +44,7 @@ class Suite:
             "two_step": self.two_step.to_dict() if self.two_step else None,
             "refused": self.refused,
             "notes": self.notes,
-        }
+        } | ({"envelope": self.envelope.to_dict()} if self.envelope and self.envelope.collapsed else {})
 
 
 def data_level_column(table: pd.DataFrame) -> str:
@@ -118,6 +120,11 @@ def run_suite(
                 "they enter the transfer fit"
             )
     s.full_table = full
+    t, s.envelope = collapse_lr(t, metric)  # one lr per point: the best (a no-op without an lr axis)
+    s.table = t
+    s.notes += s.envelope.notes
+    if s.envelope.collapsed and curves is not None and "trial" in curves.columns:
+        curves = curves[curves["trial"].isin(t["trial"])]
     if metric not in t.columns:
         s.refused["all"] = f"the table has no column {metric!r}; columns: {sorted(map(str, t.columns))[:40]}"
         return s
