@@ -9,6 +9,8 @@ Rules this module keeps (each one is a known MLflow trap):
   the same name is used, never deleted or recreated.
 * Params are logged once; on a retry only keys the run does not hold yet are sent (MLflow refuses to change
   a param value), a changed value is reported in a tag instead of crashing the trial.
+* A trial that reports where it branched (``branch_step``, as a metric or a param: a WSD cooldown branch) gets
+  the ``vits_scaling.branch_step`` tag too, so runs can be filtered by it without reading metrics.
 * Metrics go out in ``log_batch`` calls (no per-scalar round trips). Every metric row is also appended to
   ``metrics.jsonl`` in the trial directory; rows not yet confirmed by the server are kept and replayed by
   the next sink on the same directory. If the server stays down the trial fails with a message naming the
@@ -28,6 +30,7 @@ from typing import Any
 from analysis.mlflow_contract import (  # the one home of the layout this module writes
     ROLE_SWEEP,
     ROLE_TRIAL,
+    TAG_BRANCH_STEP,
     TAG_ERROR,
     TAG_PARAM_CONFLICTS,
     TAG_PARENT,
@@ -50,6 +53,7 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAM_VAL_LENGTH = 6000
 MAX_TAG_VAL_LENGTH = 8000
+BRANCH_STEP_KEY = "branch_step"  # the metric / param a cooldown branch's trainer logs its branch step as
 
 
 class TrackingUnavailable(RuntimeError):
@@ -315,6 +319,7 @@ class MlflowSink:
         self._pending_params: dict[str, str] = {}
         self._pending_artifacts: list[tuple[str, str | None]] = []
         self._pending_status: tuple[str, str] | None = None
+        self._pending_tags: dict[str, str] = {}
         self._known_params: dict[str, str] | None = None
         self._conflicts: dict[str, tuple[str, str]] = {}
         self._synced = 0
@@ -392,7 +397,13 @@ class MlflowSink:
 
     # --- Sink protocol ---
 
+    def _branch_tag(self, values: dict[str, Any]) -> None:
+        v = values.get(BRANCH_STEP_KEY)
+        if v is not None:
+            self._pending_tags[TAG_BRANCH_STEP] = str(int(float(v)))
+
     def log_params(self, params: dict[str, Any]) -> None:
+        self._branch_tag(params)
         self._pending_params.update({k: _param_str(v) for k, v in params.items() if v is not None})
         if self.local_dir is not None:
             p = self.local_dir / "params.json"
@@ -412,6 +423,7 @@ class MlflowSink:
                 continue
         if not vals:
             return
+        self._branch_tag(vals)
         row = {"step": int(step), "t": int(time.time() * 1000), "m": vals}
         if self.local_dir is not None:
             with open(self.local_dir / "metrics.jsonl", "a") as f:
@@ -523,6 +535,10 @@ class MlflowSink:
             del self._pending_rows[:n_rows]
             self._synced += n_rows
             self._save_state()
+        if self._pending_tags:
+            tags = [RunTag(k, v) for k, v in self._pending_tags.items()]
+            t.call(lambda: client.log_batch(run_id, tags=tags), what="log tags")
+            self._pending_tags = {}
         while self._pending_artifacts:
             path, apath = self._pending_artifacts[0]
             if Path(path).exists():
