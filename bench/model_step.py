@@ -56,7 +56,7 @@ def _sync(device: torch.device) -> None:
 def bench(name: str, batch: int, steps: int, device: torch.device, grad_ckpt: bool, bf16: bool) -> dict:
     cfg = PRESETS[name]()
     cfg.model.gradient_checkpointing = grad_ckpt
-    cfg.train.bf16_run = bf16
+    cfg.train.precision = "bf16" if bf16 else "fp32"
     cfg.train.batch_size = batch
     torch.manual_seed(0)
     state = build_train_state(cfg, device)

@@ -72,7 +72,7 @@ def _sync(device: torch.device) -> None:
 def _cfg(name: str, batch: int, grad_ckpt: bool, bf16: bool, workdir: Path, hours: float) -> TrialConfig:
     cfg = PRESETS[name]()
     cfg.train.batch_size = batch
-    cfg.train.bf16_run = bf16
+    cfg.train.precision = "bf16" if bf16 else "fp32"
     cfg.model.gradient_checkpointing = grad_ckpt
     d = cfg.data
     d.corpus_dir, d.cache_dir = str(workdir / "corpus"), str(workdir / "cache")

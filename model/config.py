@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import functools
 import json
+import math
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -127,8 +128,10 @@ class ModelConfig:
     mas_impl: Literal["auto", "numba", "torch", "reference"] = "auto"
     mas_noise_scale_initial: float = 0.01  # noise-scaled MAS (SBV2 train script values)
     mas_noise_scale_delta: float = 2e-6  # subtracted per optimizer step, floored at 0
-    sdp_filter_channels: int = 192  # stochastic duration predictor width (public: fixed 192)
-    dp_filter_channels: int = 256  # deterministic duration predictor width (public: fixed 256)
+    # stochastic duration predictor width; None = hidden_channels, as in SBV2 (whose SDP overrides its
+    # filter width with its input width, hidden_channels); an int is an explicit override
+    sdp_filter_channels: int | None = None
+    dp_filter_channels: int = 256  # deterministic duration predictor width (SBV2: fixed 256 at every size)
 
 
 @dataclass
@@ -138,13 +141,12 @@ class TrainConfig:
     eval_interval: int = 1000
     seed: int = 42
     epochs: int = 1000
-    learning_rate: float = 2e-4
+    learning_rate: float = 1e-4  # SBV2 JP-Extra config.json (peak lr of every schedule)
     betas: list[float] = field(default_factory=lambda: [0.8, 0.99])
     eps: float = 1e-9
     batch_size: int = 2
-    bf16_run: bool = True  # used on CUDA only; CPU runs fp32
     fp16_run: bool = False
-    lr_decay: float = 0.99996
+    lr_decay: float = 0.99996  # lr_schedule "sbv2" only: factor per epoch (or per step, scheduler_per)
     segment_size: int = 16384
     init_lr_ratio: float = 1.0
     warmup_epochs: int = 0
@@ -164,13 +166,32 @@ class TrainConfig:
     c_dur: float = 1.0
     c_adv: float = 1.0
     c_fm: float = 1.0
-    grad_clip: float | None = 100.0
+    # gradient-norm clipping as SBV2 does it: generator at 500, discriminators unclipped (None); the
+    # pre-clip norms are logged either way (grad_norm_g, grad_norm_d)
+    grad_clip_g: float | None = 500.0
+    grad_clip_d: float | None = None
+    # fp32 (default; SBV2's maintainers and users report bf16 instability) | tf32 (TF32 matmuls and
+    # convolutions on CUDA) | bf16 (bf16 autocast on CUDA; losses and mels stay fp32). CPU runs fp32.
+    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
     checkpoint_every: int = 0  # 0: only at the end (and at eval points)
     keep_checkpoints: int = 2
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     deterministic: bool = False
-    # epoch (SBV2: lr_decay once per epoch) | step (independent of data size)
+    # --- the learning-rate schedule (model/train/schedule.py; docs/recipe.md has the formulas) ---
+    # cosine (default: warm-up, cosine to min_lr_frac * lr at the trial's planned last step) | wsd
+    # (warm-up, constant, decay over the last cooldown_frac of the planned steps) | constant (warm-up,
+    # then constant: the WSD trunk) | sbv2 (Style-Bert-VITS2's lr_decay per epoch, for reproductions)
+    lr_schedule: Literal["sbv2", "cosine", "wsd", "constant"] = "cosine"
+    warmup_steps: int = 0  # linear warm-up over this many optimizer steps
+    warmup_frac: float | None = None  # ... or over this fraction of the planned steps (not both)
+    min_lr_frac: float = 0.1  # cosine / wsd end at min_lr_frac * learning_rate
+    cooldown_frac: float = 0.2  # wsd: the last 20% of the planned steps decay (Hagele et al. 2024)
+    cooldown_shape: Literal["linear", "1-sqrt"] = "1-sqrt"  # wsd decay shape
+    # lr_schedule sbv2 only: epoch (SBV2: lr_decay once per epoch) | step (independent of data size)
     scheduler_per: Literal["epoch", "step"] = "epoch"
+    # --- WSD trunk and branches (docs/recipe.md): one constant-lr run, a cooldown branch per budget ---
+    branch_budgets: list[float] = field(default_factory=list)  # non-empty: this trial is a trunk
+    branch_from: str | None = None  # a branch: the trunk (same syntax as init_from); needs compute_budget
     # --- starting from another trial's weights (model/train/init.py) ---
     init_from: str | None = None  # checkpoint file, trial dir / checkpoints dir, or "sweep:<name>/<trial_id>"
     init_speakers: Literal["resize", "reinit", "keep"] = "resize"  # emb_g when loading init_from
@@ -251,8 +272,10 @@ def build_dataclass(
     """``cls`` (a config dataclass) from a mapping, coercing each field; errors name ``where.field``.
 
     ``strict``: an unknown key is a ``ConfigError``; otherwise it is appended to ``unknown`` (if given).
-    A ``Literal[...]`` field (a choice: ``train.scheduler_per``, ``eval.mos_backend``, ...) refuses any other
-    value here, when the config is built, with the allowed values in the message.
+    A key this project replaced (``train.grad_clip``, ``train.bf16_run``) is a ``ConfigError`` naming its
+    replacement, strict or not. A ``Literal[...]`` field (a choice: ``train.scheduler_per``,
+    ``eval.mos_backend``, ...) refuses any other value here, when the config is built, with the allowed
+    values in the message; so do the cross-field rules of ``check_section`` (schedule, branches).
     """
     if d is None:
         return cls()
@@ -262,6 +285,8 @@ def build_dataclass(
     kwargs: dict[str, Any] = {}
     for key, value in d.items():
         path = f"{where}.{key}"
+        if key in REPLACED.get(cls, {}):
+            raise ConfigError(f"{path}: no longer a setting; replaced by {REPLACED[cls][key]}")
         if key not in known:
             if strict:
                 raise ConfigError(f"{path}: unknown field (allowed: {', '.join(sorted(known))})")
@@ -273,7 +298,121 @@ def build_dataclass(
             kwargs[key] = build_dataclass(sub, value, strict=strict, where=path, unknown=unknown)
         else:
             kwargs[key] = _coerce(known[key], value, path, cls)
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    check_section(obj, where)
+    return obj
+
+
+# keys this project once had, and what replaced them (a config that still sets one is refused, naming it)
+REPLACED: dict[type, dict[str, str]] = {
+    TrainConfig: {
+        "grad_clip": "train.grad_clip_g (generator, default 500 as in Style-Bert-VITS2) and "
+        "train.grad_clip_d (discriminators, default null: not clipped)",
+        "bf16_run": "train.precision (fp32 | tf32 | bf16; a Style-Bert-VITS2 config.json's bf16_run is "
+        "still read by load_sbv2_config)",
+    },
+}
+
+
+def _fraction(value: float | None, path: str, *, low: float, high: float, closed: str) -> None:
+    """``value`` in the interval [low, high] with the ends ``closed`` names ("both", "low", "none")."""
+    if value is None:
+        return
+    ok_low = value >= low if closed in ("both", "low") else value > low
+    ok_high = value <= high if closed == "both" else value < high
+    if not (ok_low and ok_high and math.isfinite(value)):
+        lb = "[" if closed in ("both", "low") else "("
+        rb = "]" if closed == "both" else ")"
+        raise ConfigError(f"{path}: {value!r} is outside {lb}{low:g}, {high:g}{rb}")
+
+
+def check_train(t: TrainConfig, where: str = "train") -> None:
+    """The cross-field rules of ``train``, checked when a config is built (errors name ``where.field``).
+
+    Schedule: warm-up in steps or as a fraction (not both; neither for ``sbv2``, which has none),
+    ``min_lr_frac`` in [0, 1], ``cooldown_frac`` in (0, 1), warm-up not longer than ``train.steps`` when
+    that is set (with a FLOPs budget ``model.train.budget.plan_budget`` checks it against the planned
+    steps). Clipping norms positive or null. Branches (docs/recipe.md): a trunk (``branch_budgets``) is
+    ``wsd`` with warm-up in steps and no ``steps`` / ``compute_budget`` of its own; a branch
+    (``branch_from``) is ``wsd`` with warm-up in steps, a ``compute_budget`` and no ``steps`` /
+    ``init_from``."""
+    if not (t.learning_rate > 0 and math.isfinite(t.learning_rate)):
+        raise ConfigError(f"{where}.learning_rate: must be a positive number, got {t.learning_rate!r}")
+    for name in ("grad_clip_g", "grad_clip_d"):
+        v = getattr(t, name)
+        if v is not None and not v > 0:
+            raise ConfigError(f"{where}.{name}: must be positive or null (not clipped), got {v!r}")
+    if t.warmup_steps < 0:
+        raise ConfigError(f"{where}.warmup_steps: must be >= 0, got {t.warmup_steps}")
+    if t.warmup_steps and t.warmup_frac is not None:
+        raise ConfigError(
+            f"{where}.warmup_frac: warmup_steps ({t.warmup_steps}) and warmup_frac ({t.warmup_frac}) "
+            "are both set; set one"
+        )
+    _fraction(t.warmup_frac, f"{where}.warmup_frac", low=0.0, high=1.0, closed="both")
+    _fraction(t.min_lr_frac, f"{where}.min_lr_frac", low=0.0, high=1.0, closed="both")
+    _fraction(t.cooldown_frac, f"{where}.cooldown_frac", low=0.0, high=1.0, closed="none")
+    if t.lr_schedule == "sbv2" and (t.warmup_steps or t.warmup_frac):
+        raise ConfigError(
+            f"{where}.lr_schedule: sbv2 (exponential lr_decay) has no warm-up; "
+            "use cosine, wsd or constant, or drop warmup_steps / warmup_frac"
+        )
+    if t.steps is not None and t.warmup_steps > t.steps:
+        raise ConfigError(
+            f"{where}.warmup_steps: {t.warmup_steps} is longer than the plan (train.steps = {t.steps})"
+        )
+    if t.branch_budgets:
+        for i, b in enumerate(t.branch_budgets):
+            if isinstance(b, bool) or not isinstance(b, int | float) or not (b > 0 and math.isfinite(b)):
+                raise ConfigError(
+                    f"{where}.branch_budgets[{i}]: must be a positive number of FLOPs, got {b!r}"
+                )
+        t.branch_budgets = [float(b) for b in t.branch_budgets]
+        _branch_rules(t, where, "branch_budgets (a WSD trunk)")
+        for name in ("steps", "compute_budget", "branch_from"):
+            if getattr(t, name) is not None:
+                raise ConfigError(
+                    f"{where}.{name}: a trunk (branch_budgets set) trains to its last branch point; "
+                    f"leave {name} unset"
+                )
+    if t.branch_from is not None:
+        _branch_rules(t, where, "branch_from (a WSD branch)")
+        if t.compute_budget is None:
+            raise ConfigError(
+                f"{where}.compute_budget: a branch (branch_from set) needs its compute_budget: it fixes "
+                "the branch point and the end of the cooldown"
+            )
+        for name in ("steps", "init_from"):
+            if getattr(t, name) is not None:
+                raise ConfigError(
+                    f"{where}.{name}: a branch (branch_from set) starts from its trunk; leave {name} unset"
+                )
+
+
+def _branch_rules(t: TrainConfig, where: str, what: str) -> None:
+    if t.lr_schedule != "wsd":
+        raise ConfigError(f"{where}.lr_schedule: {what} needs lr_schedule wsd, got {t.lr_schedule!r}")
+    if t.warmup_frac is not None:
+        raise ConfigError(
+            f"{where}.warmup_frac: {what} takes its warm-up in steps (warmup_steps), so trunk and every "
+            "branch share it"
+        )
+
+
+def check_model(m: ModelConfig, where: str = "model") -> None:
+    """Rules of ``model`` beyond the field types (the nets' own shape rules are in ``model.generator``)."""
+    if m.sdp_filter_channels is not None and m.sdp_filter_channels < 1:
+        raise ConfigError(
+            f"{where}.sdp_filter_channels: must be >= 1 or null (= hidden_channels), got {m.sdp_filter_channels}"
+        )
+
+
+def check_section(obj: Any, where: str) -> None:
+    """The cross-field rules of a built section (``check_train``, ``check_model``); others have none."""
+    if isinstance(obj, TrainConfig):
+        check_train(obj, where)
+    elif isinstance(obj, ModelConfig):
+        check_model(obj, where)
 
 
 @functools.cache
@@ -355,8 +494,31 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 # files: Style-Bert-VITS2 config.json and this project's YAML
 
 
+def _sbv2_train(train: dict[str, Any], where: str) -> dict[str, Any]:
+    """SBV2's ``train`` keys in this project's terms: ``bf16_run`` -> ``precision`` (true: bf16, false:
+    fp32; an explicit ``precision``, as this project's export writes, must agree with it), and the
+    schedule SBV2 trains with (``lr_schedule: sbv2``: lr_decay per epoch) unless the file names one."""
+    train = dict(train)
+    if "bf16_run" in train:
+        bf16 = train.pop("bf16_run")
+        if not isinstance(bf16, bool):
+            raise ConfigError(f"{where}.bf16_run: expected bool, got {bf16!r}")
+        if "precision" not in train:
+            train["precision"] = "bf16" if bf16 else "fp32"
+        elif bf16 != (train["precision"] == "bf16"):
+            raise ConfigError(
+                f"{where}.bf16_run: {bf16} contradicts {where}.precision {train['precision']!r}; "
+                "set one of them"
+            )
+    train.setdefault("lr_schedule", "sbv2")
+    return train
+
+
 def load_sbv2_config(path: str | Path) -> tuple[TrialConfig, list[str]]:
-    """Load a Style-Bert-VITS2 ``config.json``; returns the config and the list of unknown keys."""
+    """Load a Style-Bert-VITS2 ``config.json``; returns the config and the list of unknown keys.
+
+    ``train.bf16_run`` becomes ``train.precision``; without an ``lr_schedule`` key the config trains
+    with SBV2's own schedule (``sbv2``), since that is what the file describes."""
     path = Path(path)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -366,6 +528,8 @@ def load_sbv2_config(path: str | Path) -> tuple[TrialConfig, list[str]]:
         raise ConfigError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
     unknown: list[str] = []
     cfg = TrialConfig()
+    if isinstance(raw.get("train"), dict):
+        raw["train"] = _sbv2_train(raw["train"], f"{path.name}:train")
     for section in ("data", "model", "train"):
         if section in raw:
             setattr(
@@ -388,13 +552,19 @@ def load_sbv2_config(path: str | Path) -> tuple[TrialConfig, list[str]]:
 
 
 def save_sbv2_config(cfg: TrialConfig, path: str | Path) -> None:
-    """Write the ``data``/``model``/``train`` sections in Style-Bert-VITS2's layout (project keys included)."""
+    """Write the ``data``/``model``/``train`` sections in Style-Bert-VITS2's layout (project keys included).
+
+    SBV2's ``bf16_run`` is written from ``train.precision`` (true only for bf16). Project keys keep their
+    own meaning: ``model.sdp_filter_channels`` null is "follow hidden_channels", which is what SBV2 does
+    (SBV2 reads no such key), so it is written as null, never as a width SBV2 would not use."""
+    train = asdict(cfg.train)
+    train["bf16_run"] = cfg.train.precision == "bf16"
     out = {
         "model_name": cfg.name,
         "version": "2.0-JP-Extra",
         "data": asdict(cfg.data),
         "model": asdict(cfg.model),
-        "train": asdict(cfg.train),
+        "train": train,
     }
     Path(path).write_text(json.dumps(out, indent=2, ensure_ascii=False), encoding="utf-8")
 
@@ -474,7 +644,8 @@ def tiny_config(sample_rate: int = 16000) -> TrialConfig:
     m.use_wavlm_discriminator = False
     m.disc_width = 1 / 16
     m.disc_periods = [2, 3]
-    m.sdp_filter_channels = 32  # the public duration predictors are fixed-width; shrink for tests
+    # the SDP follows hidden_channels (sdp_filter_channels None); the deterministic duration predictor
+    # is fixed-width (256) in SBV2 and kept small here (a tiny-preset difference, docs/recipe.md)
     m.dp_filter_channels = 32
     t.batch_size = 2
     t.segment_size = 2048

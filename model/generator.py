@@ -508,7 +508,7 @@ class SynthesizerTrn(nn.Module):
         mas_noise_scale_delta: float = 2e-6,
         mas_impl: str = "auto",
         gradient_checkpointing: bool = False,
-        sdp_filter_channels: int = 192,
+        sdp_filter_channels: int | None = None,
         dp_filter_channels: int = 256,
     ):
         super().__init__()
@@ -566,8 +566,10 @@ class SynthesizerTrn(nn.Module):
             self.flow = ResidualCouplingBlock(
                 inter_channels, hidden_channels, 5, 1, n_flow_layer, gin_channels=gin_channels
             )
+        # SBV2's SDP takes its filter width from its input width (hidden_channels): None follows it
+        sdp_width = hidden_channels if sdp_filter_channels is None else sdp_filter_channels
         self.sdp = StochasticDurationPredictor(
-            hidden_channels, sdp_filter_channels, 3, 0.5, 4, gin_channels=gin_channels
+            hidden_channels, sdp_width, 3, 0.5, 4, gin_channels=gin_channels
         )
         self.dp = DurationPredictor(hidden_channels, dp_filter_channels, 3, 0.5, gin_channels=gin_channels)
         self.emb_g = nn.Embedding(n_speakers, gin_channels)

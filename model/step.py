@@ -1,21 +1,25 @@
 """One device-agnostic VITS training step: discriminator update, then generator update.
 
-``build_train_state(cfg, device)`` makes the generator, the multi-period discriminator (and, when configured,
-the duration discriminator and the WavLM discriminator with its frozen WavLM), AdamW optimizers and
-exponential learning-rate schedulers. ``train_step(state, batch)`` runs
+``build_train_state(cfg, device, lr_factor=...)`` makes the generator, the multi-period discriminator (and,
+when configured, the duration discriminator and the WavLM discriminator with its frozen WavLM), AdamW
+optimizers and one ``LambdaLR`` scheduler per optimizer, all following the same factor of the step
+(``model.train.schedule`` makes it from the trial's plan; without one the lr stays constant).
+``train_step(state, batch)`` runs
 
 1. the generator forward (posterior, flow, alignment, durations, decoder on a random segment);
 2. the real mel of that segment (sliced from the batch's linear spectrogram) and the mel of ``y_hat``;
 3. the discriminator step: MPD on (real, generated.detach()) [+ duration discriminator, + WavLM
-   discriminator], least-squares loss, clip, AdamW;
+   discriminator], least-squares loss, clip at ``train.grad_clip_d`` (None: not clipped), AdamW;
 4. the generator step: c_mel * mel L1 + c_kl * KL + c_dur * duration + c_adv * adversarial + c_fm * feature
-   matching [+ c_adv * duration-discriminator adversarial, + WavLM feature matching and adversarial], clip,
-   AdamW.
+   matching [+ c_adv * duration-discriminator adversarial, + WavLM feature matching and adversarial], clip
+   at ``train.grad_clip_g`` (SBV2: 500), AdamW;
+5. every scheduler advances one step (so ``state.step`` is the step the next update's lr belongs to).
 
 It returns detached scalar tensors and never calls ``.item()`` (no host sync per step): the trainer decides
 when to read them. The component losses (``loss_mel``, ``loss_kl``, ...) are *unweighted*; ``loss_g_total``
-is the weighted sum that was back-propagated. bf16 autocast is used only on CUDA with ``train.bf16_run``;
-losses and mel spectrograms are always computed in float32.
+is the weighted sum that was back-propagated; ``grad_norm_g`` / ``grad_norm_d`` are the pre-clip norms
+(device tensors: clipping and norms never sync). bf16 autocast is used only on CUDA with
+``train.precision: bf16``; losses and mel spectrograms are always computed in float32.
 
 During the generator step the discriminators' parameters are frozen (``requires_grad_(False)``), so the
 backward pass through them computes only input gradients, not weight gradients that would be thrown away.
@@ -24,6 +28,7 @@ backward pass through them computes only input gradients, not weight gradients t
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +58,7 @@ from model.losses import (
 )
 
 NETS = ("net_g", "net_d", "net_dur_disc", "net_wd")
+LrFactor = Callable[[int], float]  # optimizer step -> factor on each param group's base lr
 
 
 @dataclass
@@ -99,7 +105,7 @@ class TrainState:
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
-        if self.device.type == "cuda" and self.cfg.train.bf16_run:
+        if self.device.type == "cuda" and self.cfg.train.precision == "bf16":
             return torch.bfloat16
         return None
 
@@ -119,7 +125,12 @@ class TrainState:
         return sd
 
     def load_state_dict(self, sd: dict[str, Any], *, strict: bool = True) -> None:
-        """Restore nets, optimizers, schedulers and the step count (missing parts raise a clear KeyError)."""
+        """Restore nets, optimizers, schedulers and the step count (missing parts raise a clear KeyError).
+
+        The schedulers keep *this* state's factor (a plain function, never in a state dict); every param
+        group's lr is then recomputed from it at the restored step, so a checkpoint written under another
+        plan (a WSD branch loading its trunk's) continues on this state's curve. Under the same plan the
+        recomputed lr is the saved one, bit for bit."""
         for part in (self.nets(), self.optimizers(), self.schedulers()):
             for k, obj in part.items():
                 if k not in sd:
@@ -130,6 +141,8 @@ class TrainState:
                     obj.load_state_dict(sd[k])
         self.step = int(sd.get("step", 0))
         self.extra = dict(sd.get("extra", {}))
+        for sched in self.schedulers().values():
+            sync_lr(sched)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -152,8 +165,27 @@ def _adamw(params, cfg: TrialConfig, device: torch.device) -> torch.optim.AdamW:
     return torch.optim.AdamW([p for p in params if p.requires_grad], **kwargs)
 
 
-def _sched(opt: torch.optim.Optimizer, cfg: TrialConfig) -> torch.optim.lr_scheduler.ExponentialLR:
-    return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.train.lr_decay)
+def constant_lr(step: int) -> float:
+    """The factor of a state built without a schedule: the lr stays at ``train.learning_rate``."""
+    return 1.0
+
+
+def _sched(opt: torch.optim.Optimizer, factor: LrFactor) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=factor)
+
+
+def scheduled_lr(sched: torch.optim.lr_scheduler.LambdaLR, step: int, group: int = 0) -> float:
+    """The lr of param group ``group`` for the update taken after ``step`` updates (the trainer logs the
+    lr of the update just taken: ``step = state.step - 1``); the same arithmetic ``LambdaLR`` does."""
+    return sched.base_lrs[group] * sched.lr_lambdas[group](step)
+
+
+def sync_lr(sched: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """Set every param group's lr from the scheduler's own factor at its current step."""
+    lrs = [scheduled_lr(sched, sched.last_epoch, i) for i in range(len(sched.base_lrs))]
+    for g, lr in zip(sched.optimizer.param_groups, lrs, strict=True):
+        g["lr"] = lr
+    sched._last_lr = lrs  # what get_last_lr() reports
 
 
 def build_generator(cfg: TrialConfig) -> nn.Module:
@@ -177,8 +209,10 @@ def build_train_state(
     *,
     net_g: nn.Module | None = None,
     wavlm: WavLMFeatures | None = None,
+    lr_factor: LrFactor = constant_lr,
 ) -> TrainState:
-    """Nets, AdamW optimizers (lr, betas, eps from ``train``; fused on CUDA) and ExponentialLR schedulers.
+    """Nets, AdamW optimizers (lr, betas, eps from ``train``; fused on CUDA) and ``LambdaLR`` schedulers
+    following ``lr_factor`` (the trainer passes ``model.train.schedule.lr_lambda(plan)``).
 
     The WavLM discriminator is built only when both ``model.use_wavlm_discriminator`` (the SBV2 key) and
     ``model.wavlm_discriminator`` (this project's switch: it needs pretrained WavLM weights) are true;
@@ -193,7 +227,7 @@ def build_train_state(
         wavlm = wavlm.to(device)
     optims = {"net_g": _adamw(net_g.parameters(), cfg, device)}
     optims.update({k: _adamw(v.parameters(), cfg, device) for k, v in discs.items()})
-    scheds = {k: _sched(o, cfg) for k, o in optims.items()}
+    scheds = {k: _sched(o, lr_factor) for k, o in optims.items()}
     state = TrainState(
         cfg=cfg,
         device=device,
@@ -213,12 +247,6 @@ def build_train_state(
     )
     state.train(True)
     return state
-
-
-def scheduler_step(state: TrainState) -> None:
-    """Advance every learning-rate scheduler once (the trainer calls it per epoch, as SBV2 does, or per step)."""
-    for sched in state.schedulers().values():
-        sched.step()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -329,7 +357,7 @@ def train_step(state: TrainState, batch: dict[str, Any], *, update: bool = True)
         o.zero_grad(set_to_none=True)
     loss_d_all.backward()
     if update:
-        grad_norm_d = _clip(_params(state.net_d, dur_disc, wd), t.grad_clip)
+        grad_norm_d = _clip(_params(state.net_d, dur_disc, wd), t.grad_clip_d)
         for o in d_opts:
             o.step()
     else:
@@ -373,7 +401,7 @@ def train_step(state: TrainState, batch: dict[str, Any], *, update: bool = True)
         state.optim_g.zero_grad(set_to_none=True)
         loss_g_all.backward()
         if update:
-            grad_norm_g = _clip(_params(state.net_g), t.grad_clip)
+            grad_norm_g = _clip(_params(state.net_g), t.grad_clip_g)
             state.optim_g.step()
         else:
             grad_norm_g = torch.zeros((), device=dev)
@@ -381,10 +409,13 @@ def train_step(state: TrainState, batch: dict[str, Any], *, update: bool = True)
         for n in discs:
             n.requires_grad_(True)
 
+    if update:  # the lr of the next update (the schedule is a function of the step: resumes exactly)
+        for sched in state.schedulers().values():
+            sched.step()
     state.step += 1
-    update = getattr(state.net_g, "update_mas_noise_scale", None)
-    if callable(update):  # noise-scaled MAS: the schedule is a function of the step (resumes exactly)
-        update(state.step)
+    update_mas = getattr(state.net_g, "update_mas_noise_scale", None)
+    if callable(update_mas):  # noise-scaled MAS: the schedule is a function of the step (resumes exactly)
+        update_mas(state.step)
     metrics.update(
         loss_mel=loss_mel.detach(),
         loss_kl=loss_kl.detach(),

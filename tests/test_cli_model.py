@@ -117,7 +117,8 @@ def test_sbv2_config_load_reports_unknown_and_round_trips(sbv2_json, tmp_path):
     cfg, unknown = load_sbv2_config(sbv2_json)
     assert cfg.name == "my_voice"
     assert cfg.train.batch_size == 6 and cfg.train.learning_rate == 1e-4 and cfg.train.c_mel == 45.0
-    assert isinstance(cfg.train.c_mel, float) and cfg.train.bf16_run is False
+    assert isinstance(cfg.train.c_mel, float) and cfg.train.precision == "fp32"  # bf16_run: false
+    assert cfg.train.lr_schedule == "sbv2"  # SBV2's own schedule: lr_decay once per epoch
     assert cfg.data.n_speakers == 1 and cfg.data.style2id == {"Neutral": 0, "Happy": 1}
     assert cfg.data.mel_fmax is None
     assert cfg.model.resblock_dilation_sizes == [[1, 3, 5]] * 3
@@ -138,6 +139,42 @@ def test_sbv2_config_load_reports_unknown_and_round_trips(sbv2_json, tmp_path):
                 assert key in saved[section], (section, key)
     # load_config recognises the SBV2 layout too
     assert load_config(sbv2_json).to_dict() == cfg.to_dict()
+
+
+def test_sbv2_bf16_run_maps_to_precision_and_project_keys_export_truly(tmp_path):
+    raw = json.loads(json.dumps(SBV2))
+    raw["train"]["bf16_run"] = True
+    src = tmp_path / "config.json"
+    src.write_text(json.dumps(raw), encoding="utf-8")
+    cfg, _ = load_sbv2_config(src)
+    assert cfg.train.precision == "bf16"
+    assert cfg.model.sdp_filter_channels is None  # SBV2 has no such key: the SDP follows hidden
+    out = tmp_path / "saved.json"
+    save_sbv2_config(cfg, out)
+    saved = json.loads(out.read_text())
+    assert saved["train"]["bf16_run"] is True and saved["train"]["precision"] == "bf16"
+    assert saved["model"]["sdp_filter_channels"] is None  # never a width SBV2 would not build
+    assert load_sbv2_config(out)[0].to_dict() == cfg.to_dict()
+    cfg.train.precision, cfg.model.sdp_filter_channels = "tf32", 96  # an explicit override survives
+    save_sbv2_config(cfg, out)
+    saved = json.loads(out.read_text())
+    assert saved["train"]["bf16_run"] is False and saved["model"]["sdp_filter_channels"] == 96
+    assert load_sbv2_config(out)[0].to_dict() == cfg.to_dict()
+    saved["train"]["bf16_run"] = True  # now contradicts precision tf32
+    out.write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match=r"saved.json:train.bf16_run.*precision"):
+        load_sbv2_config(out)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "replacement"),
+    [("grad_clip", 100.0, "train.grad_clip_g"), ("bf16_run", True, "train.precision")],
+)
+def test_replaced_train_keys_are_refused_naming_the_replacement(tmp_path, key, value, replacement):
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump({"train": {key: value}}))
+    with pytest.raises(ConfigError, match=rf"old.yaml.train.{key}: .*replaced by {replacement}"):
+        load_config(path)
 
 
 def test_yaml_round_trip_and_errors(tmp_path):

@@ -31,6 +31,9 @@ def test_the_choice_fields_are_literals():
         "model.resblock",
         "model.mas_impl",
         "train.scheduler_per",
+        "train.lr_schedule",
+        "train.cooldown_shape",
+        "train.precision",
         "train.init_speakers",
         "eval.mos_backend",
     }

@@ -18,8 +18,7 @@ from model.transforms import piecewise_rational_quadratic_transform
 
 
 def _tiny(dropout: float | None = None, **model_overrides) -> tuple[TrialConfig, SynthesizerTrn]:
-    cfg = tiny_config()
-    cfg.model.sdp_filter_channels = cfg.model.dp_filter_channels = 32  # public widths are fixed 192/256
+    cfg = tiny_config()  # SDP as wide as hidden (32), DP pinned to 32 (public: fixed 256)
     if dropout is not None:
         cfg.model.p_dropout = dropout
     for k, v in model_overrides.items():
@@ -322,3 +321,22 @@ def test_parameter_counts_match_public_jp_extra():
     assert got["enc_p"] - PUBLIC_COUNTS["enc_p"] == (rows - 127) * cfg.model.hidden_channels
     for k in ("enc_p.encoder", "dec", "enc_q", "flow", "sdp", "dp", "emb_g"):
         assert got[k] == PUBLIC_COUNTS[k], k
+
+
+def test_sdp_width_follows_hidden_channels_unless_overridden():
+    """SBV2's SDP takes its filter width from its input (hidden) width; sdp_filter_channels overrides it."""
+
+    def sdp(hidden, override=None):
+        cfg = tiny_config()
+        cfg.model.hidden_channels = cfg.model.inter_channels = hidden
+        cfg.model.sdp_filter_channels = override
+        net = SynthesizerTrn.from_config(cfg.model, cfg.data, cfg.train.segment_size)
+        return net.sdp.pre.out_channels, sum(p.numel() for p in net.sdp.parameters())
+
+    assert tiny_config().model.sdp_filter_channels is None and TrialConfig().model.sdp_filter_channels is None
+    (w16, n16), (w64, n64) = sdp(16), sdp(64)
+    assert (w16, w64) == (16, 64) and n64 > 3 * n16  # roughly quadratic in width
+    assert sdp(64, override=64) == (w64, n64)  # None is exactly "= hidden_channels"
+    assert sdp(64, override=24)[0] == 24  # an explicit width stays possible
+    with pytest.raises(ConfigError, match="model.sdp_filter_channels"):
+        TrialConfig.from_dict({"model": {"sdp_filter_channels": 0}})

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
-from model.config import tiny_config
+from model.config import TrialConfig, tiny_config
 from model.step import build_train_state
 from model.train import checkpoint as ckpt
+from model.train.schedule import plan_schedule
 
 
 def test_keep_last_k_and_contents(tmp_path):
@@ -35,6 +38,72 @@ def test_keep_last_k_and_contents(tmp_path):
     payload["symbols"] = payload["symbols"][:-1]
     with pytest.raises(ckpt.CheckpointMismatch, match="phone table"):
         ckpt.check_compatible(payload, cfg, last)
+
+
+def test_kept_checkpoints_survive_rotation_and_a_fresh_start_removes_them(tmp_path):
+    cfg = tiny_config()
+    cfg.output_dir = str(tmp_path)
+    torch.manual_seed(0)
+    state = build_train_state(cfg, "cpu")
+    for step in (2, 4, 6, 8, 10):
+        state.step = step
+        ckpt.save_checkpoint(
+            state, cfg, epoch=0, batch_in_epoch=step, counters={}, keep=1, kept=step in (4, 6)
+        )
+    d = ckpt.checkpoint_dir(cfg)
+    assert [s for s, _ in ckpt.list_checkpoints(d)] == [4, 6, 10]  # kept ones + the last one
+    assert [ckpt.is_kept(p) for _, p in ckpt.list_checkpoints(d)] == [True, True, False]
+    assert ckpt.latest_checkpoint(d).name == "ckpt_00000010.pt"
+    assert [p.name for p in ckpt.remove_checkpoints(d)] == [f"ckpt_{s:08d}.pt" for s in (4, 6, 10)]
+    assert list(d.iterdir()) == []  # markers gone too
+
+
+def test_a_changed_schedule_is_refused_naming_both_values(tmp_path):
+    cfg = tiny_config()
+    cfg.output_dir = str(tmp_path)
+    torch.manual_seed(0)
+    state = build_train_state(cfg, "cpu")
+    plan = plan_schedule(cfg.train, 100).to_dict()
+    p = ckpt.save_checkpoint(state, cfg, epoch=0, batch_in_epoch=0, counters={}, schedule=plan)
+    payload = ckpt.load_checkpoint(p)
+    ckpt.check_compatible(payload, cfg, p, plan)
+    changes = [
+        ({"learning_rate": 3e-4}, "train.learning_rate: 0.0001 -> 0.0003"),
+        ({"lr_schedule": "wsd"}, "train.lr_schedule (as run): 'cosine' -> 'wsd'"),
+        ({"warmup_steps": 10}, "train.warmup_steps: 0 -> 10"),
+        ({"min_lr_frac": 0.0}, "train.min_lr_frac: 0.1 -> 0.0"),
+    ]
+    for change, message in changes:
+        other = TrialConfig.from_dict(cfg.to_dict())
+        for k, v in change.items():
+            setattr(other.train, k, v)
+        with pytest.raises(ckpt.CheckpointMismatch, match=re.escape(message)):
+            ckpt.check_compatible(payload, other, p, plan_schedule(other.train, 100).to_dict())
+    with pytest.raises(ckpt.CheckpointMismatch, match="planned steps: 100 -> 120"):
+        ckpt.check_compatible(payload, cfg, p, plan_schedule(cfg.train, 120).to_dict())
+    # a constant-lr (or sbv2) curve does not depend on the length: such a trial may be extended
+    const = TrialConfig.from_dict(cfg.to_dict())
+    const.train.lr_schedule = "constant"
+    const_plan = plan_schedule(const.train, 100).to_dict()
+    ckpt.check_compatible(
+        {**payload, "schedule": const_plan}, const, p, plan_schedule(const.train, 120).to_dict()
+    )
+    wsd = TrialConfig.from_dict(cfg.to_dict())
+    wsd.train.lr_schedule = "wsd"
+    wsd_plan = plan_schedule(wsd.train, 100).to_dict()
+    for k, v, message in [
+        ("cooldown_frac", 0.3, "train.cooldown_frac: 0.2 -> 0.3"),
+        ("cooldown_shape", "linear", "train.cooldown_shape: '1-sqrt' -> 'linear'"),
+    ]:
+        other = TrialConfig.from_dict(wsd.to_dict())
+        setattr(other.train, k, v)
+        with pytest.raises(ckpt.CheckpointMismatch, match=re.escape(message)):
+            ckpt.check_compatible(
+                {**payload, "schedule": wsd_plan}, other, p, plan_schedule(other.train, 100).to_dict()
+            )
+    del payload["schedule"]  # a checkpoint from before schedules were recorded cannot be resumed
+    with pytest.raises(ckpt.CheckpointMismatch, match="not recorded"):
+        ckpt.check_compatible(payload, cfg, p, plan)
 
 
 def test_unreadable_checkpoint_is_a_clear_error(tmp_path):

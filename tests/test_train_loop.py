@@ -7,6 +7,7 @@ tested in test_orch_train_cli.py, so this model-layer file never imports the orc
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from model.step import train_step
 from model.train import plan_budget, run_trial
 from model.train.checkpoint import list_checkpoints, load_checkpoint
 from model.train.data import TrialData
+from model.train.schedule import lr_factor, plan_schedule
 
 
 def prepared_config(root: Path) -> TrialConfig:
@@ -49,14 +51,34 @@ def _cfg(base, tmp_path, **train):
     return cfg
 
 
-def _weights(path):
+def checkpoint_weights(path):
     sd = load_checkpoint(path)["train_state"]
     return {f"{net}.{k}": v for net in ("net_g", "net_d") for k, v in sd[net].items()}
 
 
-def test_resume_ends_with_the_same_weights(base_cfg, tmp_path):
+def crash_after(step: int):
+    """A step function that trains normally until ``step`` updates are done, then raises (a killed trial)."""
+
+    def step_fn(state, batch):
+        if state.step == step:
+            raise RuntimeError("injected crash")
+        return train_step(state, batch)
+
+    return step_fn
+
+
+SCHEDULES = {  # 11 steps; the resume (from step 4) is inside the warm-up (cosine) / before the cooldown (wsd)
+    "sbv2": dict(lr_schedule="sbv2", lr_decay=0.9),  # per epoch: decays once, at the epoch boundary (9)
+    "cosine": dict(lr_schedule="cosine", warmup_steps=5),
+    "wsd": dict(lr_schedule="wsd", warmup_steps=2, cooldown_frac=0.3, cooldown_shape="linear"),
+}
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_resume_ends_with_the_same_weights(base_cfg, tmp_path, schedule):
     # 11 steps cross an epoch boundary (the training subset gives 9 batches per epoch) after the resume
     kw = dict(steps=11, checkpoint_every=4, log_interval=1, keep_checkpoints=5)  # + evaluations at 3, 6, 9
+    kw.update(SCHEDULES[schedule])
     a = _cfg(base_cfg, tmp_path / "a", **kw)
     a.eval.eval_every = 3  # evaluations must not disturb training's random stream
     ra = run_trial(a, MemorySink(), resume=False)
@@ -64,21 +86,38 @@ def test_resume_ends_with_the_same_weights(base_cfg, tmp_path):
     b = _cfg(base_cfg, tmp_path / "b", **kw)
     b.eval.eval_every = 3
 
-    def crash_at_7(state, batch):
-        if state.step == 6:
-            raise RuntimeError("injected crash")
-        return train_step(state, batch)
-
+    sink_a = MemorySink()
     with pytest.raises(RuntimeError, match="injected crash"):
-        run_trial(b, MemorySink(), resume=False, step_fn=crash_at_7)
+        run_trial(b, sink_a, resume=False, step_fn=crash_after(6))
     assert [s for s, _ in list_checkpoints(tmp_path / "b" / "trial" / "checkpoints")] == [4]
     sink = MemorySink()
     rb = run_trial(b, sink, resume=True)
+    # the lr logged at each step is the lr of that step's update, on the planned curve across the resume
+    lr0 = a.train.learning_rate
+    plan = plan_schedule(a.train, 11, batches_per_epoch=9)
+    want = [(s + 1, lr0 * lr_factor(s, plan)) for s in range(11)]
+    got = sink_a.history("lr")[:4] + sink.history("lr")
+    assert [s for s, _ in got] == [s for s, _ in want]
+    assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-12)
+    assert sink.history("lr_d") == sink.history("lr")  # the discriminator follows the same curve
+    edges = {  # lr of the first update, the last warm-up update, the first and the last decayed update
+        "sbv2": {1: lr0, 9: lr0, 10: lr0 * 0.9, 11: lr0 * 0.9},
+        "cosine": {
+            1: lr0 / 5,
+            5: lr0,
+            6: lr0 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 6))),
+            11: lr0 * 0.1,
+        },
+        "wsd": {1: lr0 / 2, 2: lr0, 8: lr0, 9: lr0 * (1 - 0.9 / 3), 11: lr0 * 0.1},  # K = round(3.3) = 3
+    }[schedule]
+    logged = dict(got)
+    for step, lr in edges.items():
+        assert logged[step] == pytest.approx(lr, rel=1e-12), (step, logged[step], lr)
     assert rb.status == ra.status == "finished" and rb.steps == ra.steps == 11
     assert sink.history("loss_mel")[0][0] == 5  # continued at the step after the checkpoint
     pa, pb = load_checkpoint(ra.checkpoint), load_checkpoint(rb.checkpoint)
     assert pa["epoch"] == pb["epoch"] >= 1 and pa["batch_in_epoch"] == pb["batch_in_epoch"]
-    wa, wb = _weights(ra.checkpoint), _weights(rb.checkpoint)
+    wa, wb = checkpoint_weights(ra.checkpoint), checkpoint_weights(rb.checkpoint)
     assert wa.keys() == wb.keys()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert pa["counters"] == pb["counters"]

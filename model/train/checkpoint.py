@@ -3,10 +3,15 @@
 A checkpoint ``<output_dir>/checkpoints/ckpt_<step:08d>.pt`` holds: the nets, optimizers and schedulers
 (``TrainState.state_dict``), the step, the epoch and the number of batches already taken from it, the
 trainer's counters (audio seconds seen), the random states (torch CPU, every CUDA device, numpy, python),
-the generator's MAS noise scale, the phone table (``model.text.symbols.SYMBOLS``) and the full config.
+the generator's MAS noise scale, the phone table (``model.text.symbols.SYMBOLS``), the full config and
+the lr schedule's plan (``model.train.schedule.SchedulePlan``: settings and planned steps).
 
 Written to a temporary file in the same directory, flushed, then renamed over the final name, so a
 killed process leaves either the old set of checkpoints or the new one, never a torn file.
+
+Only the last ``train.keep_checkpoints`` are kept, except *kept* ones (``save_checkpoint(kept=True)``:
+a WSD trunk's branch points): an empty marker ``ckpt_<step>.pt.keep`` beside the file exempts it from
+rotation, so a branch can always find its start.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ import torch
 
 from model.config import TrialConfig
 from model.text import symbols
+from model.train.schedule import SchedulePlan, curve_settings, first_difference
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt_(\d{8,})\.pt$")
+KEEP_SUFFIX = ".keep"
 
 
 def checkpoint_dir(cfg: TrialConfig) -> Path:
@@ -69,10 +76,26 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
     return ck[-1][1] if ck else None
 
 
+def is_kept(path: Path) -> bool:
+    """A checkpoint marked kept (never rotated away)."""
+    return path.with_name(path.name + KEEP_SUFFIX).exists()
+
+
 def save_checkpoint(
-    state, cfg: TrialConfig, *, epoch: int, batch_in_epoch: int, counters: dict[str, float], keep: int = 2
+    state,
+    cfg: TrialConfig,
+    *,
+    epoch: int,
+    batch_in_epoch: int,
+    counters: dict[str, float],
+    keep: int = 2,
+    schedule: dict[str, Any] | None = None,
+    kept: bool = False,
 ) -> Path:
-    """Write the checkpoint of ``state`` (a ``model.step.TrainState``) atomically; prune to the last ``keep``."""
+    """Write the checkpoint of ``state`` (a ``model.step.TrainState``) atomically; prune to the last ``keep``
+    checkpoints not marked kept. ``schedule``: the plan's ``to_dict()`` (what a resume must match);
+    ``kept``: mark this one kept (the marker is written before the checkpoint, so a kept one never
+    appears unmarked)."""
     d = checkpoint_dir(cfg)
     d.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -86,17 +109,31 @@ def save_checkpoint(
         "mas_noise_scale": getattr(state.net_g, "current_mas_noise_scale", None),
         "symbols": list(symbols.SYMBOLS),
         "config": cfg.to_dict(),
+        "schedule": schedule,
     }
     final = d / f"ckpt_{state.step:08d}.pt"
     tmp = d / f".{final.name}.{os.getpid()}.tmp"
+    if kept:
+        final.with_name(final.name + KEEP_SUFFIX).touch()
     with open(tmp, "wb") as f:
         torch.save(payload, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, final)
-    for _, old in list_checkpoints(d)[: -max(1, keep)]:
+    rotating = [p for _, p in list_checkpoints(d) if not is_kept(p)]
+    for old in rotating[: -max(1, keep)]:
         old.unlink(missing_ok=True)
     return final
+
+
+def remove_checkpoints(directory: str | Path) -> list[Path]:
+    """Delete every checkpoint in ``directory``, kept ones and their markers included (a fresh start)."""
+    gone = []
+    for _, p in list_checkpoints(directory):
+        p.unlink()
+        p.with_name(p.name + KEEP_SUFFIX).unlink(missing_ok=True)
+        gone.append(p)
+    return gone
 
 
 class CheckpointMismatch(ValueError):
@@ -113,22 +150,102 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def check_compatible(payload: dict[str, Any], cfg: TrialConfig, path: str | Path) -> None:
-    """Refuse to resume across a changed phone table or model/feature configuration."""
+def _check_symbols(payload: dict[str, Any], path: str | Path) -> None:
     if payload["symbols"] != list(symbols.SYMBOLS):
         raise CheckpointMismatch(
             f"{path}: phone table differs from model.text.symbols.SYMBOLS "
             f"({len(payload['symbols'])} vs {len(symbols.SYMBOLS)} symbols); cannot resume"
         )
+
+
+def _changed(old: dict[str, Any], new: dict[str, Any], prefix: str, keys=None) -> list[str]:
+    keys = new if keys is None else keys
+    return [f"{prefix}{k}: {old.get(k)!r} -> {new[k]!r}" for k in keys if old.get(k) != new[k]]
+
+
+FEATURE_KEYS = ("sampling_rate", "filter_length", "hop_length", "win_length", "n_mel_channels", "n_speakers")
+SCHEDULE_NAMES = {"kind": "train.lr_schedule (as run)", "total_steps": "planned steps"}
+
+
+def check_compatible(
+    payload: dict[str, Any], cfg: TrialConfig, path: str | Path, schedule: dict[str, Any] | None = None
+) -> None:
+    """Refuse to resume across a changed phone table, model/feature configuration or lr schedule.
+
+    ``schedule``: this run's plan (``SchedulePlan.to_dict()``); a checkpoint whose plan differs (schedule,
+    learning_rate, warm-up, min_lr_frac, cooldown, planned steps, branch points) is refused with both
+    values of every changed setting, since the resumed curve would not be the one the trial started on.
+    Planned steps are compared where they shape the curve (``schedule.curve_settings``: cosine, wsd), so
+    a constant-lr or sbv2 trial may be resumed with more steps."""
+    _check_symbols(payload, path)
     old, new = payload["config"], cfg.to_dict()
-    diffs = [f"model.{k}" for k in new["model"] if old["model"].get(k) != new["model"][k]]
-    for k in ("sampling_rate", "filter_length", "hop_length", "win_length", "n_mel_channels", "n_speakers"):
-        if old["data"].get(k) != new["data"][k]:
-            diffs.append(f"data.{k}")
+    diffs = _changed(old["model"], new["model"], "model.")
+    diffs += _changed(old["data"], new["data"], "data.", FEATURE_KEYS)
+    if schedule is not None:
+        before = payload.get("schedule")
+        if before is None:
+            diffs.append("lr schedule: not recorded in this checkpoint (written before schedules were)")
+        else:
+            now, before = curve_settings(schedule), curve_settings(before)
+            for k in sorted(set(now) | set(before), key=list(schedule).index):
+                v = now.get(k)
+                if before.get(k) != v:
+                    name = SCHEDULE_NAMES.get(k, f"train.{k}")
+                    diffs.append(f"{name}: {before.get(k)!r} -> {v!r}")
     if diffs:
         raise CheckpointMismatch(
-            f"{path}: written for a different configuration ({', '.join(diffs)} changed); "
+            f"{path}: written for a different configuration ({'; '.join(diffs)}); "
             "cannot resume (use a new output_dir or resume=False)"
+        )
+
+
+# what a WSD branch must share with its trunk: the schedule settings (the curve up to the branch point and
+# the cooldown the sweep planned) and everything else that shapes the trajectory up to the branch point
+BRANCH_TRAIN_KEYS = (
+    "lr_schedule", "learning_rate", "warmup_steps", "warmup_frac", "min_lr_frac", "cooldown_frac",
+    "cooldown_shape", "seed", "batch_size", "segment_size", "betas", "eps", "grad_clip_g", "grad_clip_d",
+    "precision", "c_mel", "c_kl", "c_dur", "c_adv", "c_fm", "freeze", "init_from", "init_speakers",
+)  # fmt: skip
+BRANCH_DATA_SKIP = ("corpus_dir", "cache_dir", "num_workers", "prepare_workers")  # where, not what
+
+
+def check_branch_source(
+    payload: dict[str, Any],
+    cfg: TrialConfig,
+    path: str | Path,
+    *,
+    step: int,
+    flops_per_step: int,
+    schedule: SchedulePlan,
+) -> None:
+    """Refuse to start the WSD branch ``cfg`` at ``step`` from ``payload`` (its trunk's checkpoint) unless
+    it is that step's, of the same model, data and training settings (``BRANCH_TRAIN_KEYS``), measured
+    at the same FLOPs per step, and the trunk's recorded lr curve equals the branch's ``schedule`` at every
+    step before ``step``. Every difference is named with both values."""
+    _check_symbols(payload, path)
+    old, new = payload["config"], cfg.to_dict()
+    diffs = _changed(old["model"], new["model"], "model.")
+    data_keys = [k for k in new["data"] if k not in BRANCH_DATA_SKIP]
+    diffs += _changed(old["data"], new["data"], "data.", data_keys)
+    diffs += _changed(old["train"], new["train"], "train.", BRANCH_TRAIN_KEYS)
+    if int(payload["step"]) != step:
+        diffs.append(f"step: {payload['step']} -> {step} (the branch point)")
+    done = float(payload.get("counters", {}).get("flops", 0.0))
+    if payload["step"] and done != float(payload["step"]) * flops_per_step:
+        diffs.append(f"flops_per_step: {done / payload['step']:.6g} -> {flops_per_step}")
+    trunk = payload.get("schedule")
+    if trunk is None:
+        diffs.append("lr schedule: not recorded in this checkpoint")
+    else:
+        at = first_difference(SchedulePlan.from_dict(trunk), schedule, min(step, int(payload["step"])))
+        if at is not None:
+            diffs.append(
+                f"lr curve: differs from step {at} on (trunk {trunk['kind']}, branch {schedule.kind})"
+            )
+    if diffs:
+        raise CheckpointMismatch(
+            f"{path}: cannot start this branch from it ({'; '.join(diffs)}); a branch continues its "
+            "trunk exactly, so both must share model, data, schedule and training settings"
         )
 
 

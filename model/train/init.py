@@ -96,9 +96,15 @@ def _sweep_dirs(name: str, cfg: TrialConfig) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
-def resolve_init_path(ref: str, cfg: TrialConfig) -> Path:
-    """The checkpoint file ``ref`` (see the module docstring) names; ``InitError`` if there is none."""
-    where = "train.init_from"
+def resolve_init_path(
+    ref: str, cfg: TrialConfig, *, where: str = "train.init_from", step: int | None = None
+) -> Path:
+    """The checkpoint file ``ref`` (see the module docstring) names; ``InitError`` if there is none.
+
+    ``step``: the checkpoint of exactly that step in the named trial (``train.branch_from``: the trunk's
+    checkpoint at the branch point); a file ``ref`` must be that step's. ``where`` names the field."""
+    if step is not None:
+        return _checkpoint_at(ref, cfg, where, step)
     if ref.startswith("sweep:"):
         name, _, tid = ref[len("sweep:") :].partition("/")
         if not name or not tid:
@@ -121,6 +127,26 @@ def resolve_init_path(ref: str, cfg: TrialConfig) -> Path:
                 return found
         raise InitError(f"{where}: {p}: no ckpt_*.pt in {p / 'checkpoints'} or {p}")
     raise InitError(f"{where}: {p}: no such checkpoint file or trial directory")
+
+
+def _checkpoint_at(ref: str, cfg: TrialConfig, where: str, step: int) -> Path:
+    latest = resolve_init_path(ref, cfg, where=where)  # the trial exists and has checkpoints
+    p = Path(ref).expanduser()
+    if p.is_file():
+        dirs = [p.parent]
+    elif ref.startswith("sweep:"):
+        dirs = [latest.parent]
+    else:
+        dirs = [p / "checkpoints", p]
+    for d in dirs:
+        found = dict(ckpt.list_checkpoints(d))
+        if step in found and (not p.is_file() or found[step].resolve() == p.resolve()):
+            return found[step]
+    have = sorted({s for d in dirs for s, _ in ckpt.list_checkpoints(d)})
+    raise InitError(
+        f"{where}: {ref!r}: no checkpoint at step {step} (the branch point); that trial has checkpoints "
+        f"at steps {have} in {dirs[0]}"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -244,10 +270,11 @@ def freeze(net: nn.Module, names: list[str]) -> list[str]:
     return sorted(set(frozen))
 
 
-def build_state(cfg: TrialConfig, device):
-    """``model.step.build_train_state`` with ``train.freeze`` applied before the optimizers are made."""
+def build_state(cfg: TrialConfig, device, **kw):
+    """``model.step.build_train_state`` (``kw``: its options, e.g. ``lr_factor``) with ``train.freeze``
+    applied before the optimizers are made."""
     if not cfg.train.freeze:
-        return build_train_state(cfg, device)
+        return build_train_state(cfg, device, **kw)
     net_g = build_generator(cfg)
     freeze(net_g, list(cfg.train.freeze))
-    return build_train_state(cfg, device, net_g=net_g)
+    return build_train_state(cfg, device, net_g=net_g, **kw)

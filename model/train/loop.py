@@ -6,19 +6,35 @@ Parts (each swappable, torchtitan-style): data (``data.py``), nets + optimizers 
 The loop keeps the device busy: ``train_step`` returns detached device tensors; they are summed on the device
 and moved to the host in one transfer every ``train.log_interval`` steps, where the divergence guard
 looks at them (a non-finite loss ends the trial with status ``diverged``; nothing is raised). Logged at
-every log step: the mean losses since the last log, ``steps``, ``epoch``, ``lr``, ``flops`` (cumulative:
-steps x flops_per_step), ``data_seen_s`` (audio seconds of the batches trained on), ``data_hours``
-(unique hours of the training subset), throughput (``steps_per_s``, ``audio_s_per_s``). Once at step 0:
-parameter counts (total and per submodule), ``flops_per_step`` (measured with ``model.counting`` at
-the training set's mean utterance length), ``total_flops`` (planned), ``steps_planned``.
+every log step: the mean losses since the last log, ``steps``, ``epoch``, ``lr`` and ``lr_d`` (the
+generator's and the discriminator's lr of the update just taken, from the schedule), ``flops``
+(cumulative: steps x flops_per_step), ``data_seen_s`` (audio seconds of the batches trained on),
+``data_hours`` (unique hours of the training subset), throughput (``steps_per_s``, ``audio_s_per_s``).
+Once at step 0: parameter counts (total and per submodule: ``params_enc_p``, ``params_enc_q``,
+``params_flow``, ``params_dec``, ``params_sdp``, ``params_dp``, ``params_emb_g``, ``params_disc_mpd`` [,
+``params_disc_dur_disc``, ``params_disc_wavlm_disc``]), ``flops_per_step`` (measured with
+``model.counting`` at the training set's mean utterance length), ``total_flops`` (planned),
+``steps_planned``, ``warmup_steps``.
 
-CPU runs are reproducible (seeded; a resumed run ends with the same weights as an uninterrupted one).
-CUDA: TF32 matmuls, cudnn.benchmark, pinned memory, bf16 autocast from ``model.step`` when
-``train.bf16_run`` (fp32 otherwise), fused AdamW.
+The lr schedule (``model.train.schedule``) is planned with the steps (``plan_budget``). WSD trunk and
+branches (docs/recipe.md): a trunk (``train.branch_budgets``) writes ``branch_points.json`` in its output
+directory at the start (``{"cooldown_frac", "flops_per_step", "points": [{"budget", "steps",
+"branch_step", "checkpoint"}]}``, also logged as an artifact), saves a kept checkpoint at every branch
+point and logs the metric ``branch_step`` (= the step) there. A branch (``train.branch_from``) starts from
+the trunk's checkpoint at its own branch point as a full resume (nets, optimizers, schedulers, step, data
+position, counters, random state), logs ``branch_step`` at that step and the param ``branch.source``, and
+trains the cooldown to its own planned steps; a retry resumes from the branch's own checkpoint.
+
+CPU runs are reproducible (seeded; a resumed run ends with the same weights as an uninterrupted one, and a
+branch the same weights as an independent WSD trial of its budget). ``train.precision``: fp32 (TF32 off),
+tf32 (TF32 matmuls and convolutions) or bf16 (autocast in ``model.step``) on CUDA; CPU always runs fp32
+(a warning once per process when tf32/bf16 was asked). CUDA also gets cudnn.benchmark, pinned memory and
+fused AdamW.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -36,12 +52,13 @@ from model.counting import flops_per_step, parameter_counts
 from model.mas import maximum_path
 from model.metrics.mos import load_utmos
 from model.sink import Sink
-from model.step import resolve_device, scheduler_step, train_step
+from model.step import resolve_device, scheduled_lr, train_step
 from model.train import checkpoint as ckpt
 from model.train.budget import Budget, plan_budget
 from model.train.data import TrialData
 from model.train.evaluate import evaluate, laplace_scale
-from model.train.init import build_state, info_from_state, load_init
+from model.train.init import InitError, build_state, info_from_state, load_init, resolve_init_path
+from model.train.schedule import lr_lambda
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +85,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+_warned_cpu_precision = False
+
+
 def setup_backends(device: torch.device, cfg: TrialConfig) -> None:
+    """``train.precision`` on this device (see the module docstring), cudnn.benchmark, determinism."""
+    global _warned_cpu_precision
+    precision = cfg.train.precision
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        tf32 = precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32  # process-wide: set for every trial, both ways
+        torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cudnn.benchmark = not cfg.train.deterministic
-        if cfg.train.bf16_run and not torch.cuda.is_bf16_supported():
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
             log.warning("%s has no bf16 support: training in fp32", torch.cuda.get_device_name(device))
-            cfg.train.bf16_run = False
+            cfg.train.precision = "fp32"
+    elif precision != "fp32" and not _warned_cpu_precision:
+        log.warning("train.precision %s applies to CUDA only: this %s run trains in fp32", precision, device)
+        _warned_cpu_precision = True
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
@@ -117,6 +144,7 @@ def _static_metrics(cfg: TrialConfig, budget: Budget, data: TrialData) -> dict[s
         flops_per_step=budget.flops_per_step,
         total_flops=budget.total_flops,
         steps_planned=budget.steps,
+        warmup_steps=budget.schedule.warmup_steps,
         data_hours=data.data_hours,
         available_hours=float(data.prepared.available_hours),
         nelbo_laplace_scale=laplace_scale(cfg),
@@ -125,6 +153,26 @@ def _static_metrics(cfg: TrialConfig, budget: Budget, data: TrialData) -> dict[s
     if budget.compute_budget is not None:
         m["compute_budget"] = budget.compute_budget
     return m
+
+
+def _write_branch_points(cfg: TrialConfig, budget: Budget, sink: Sink) -> Path:
+    """``<output_dir>/branch_points.json`` of a trunk (module docstring), written before the first step."""
+    ckdir = ckpt.checkpoint_dir(cfg)
+    points = [
+        {"budget": b, "steps": total, "branch_step": s, "checkpoint": str(ckdir / f"ckpt_{s:08d}.pt")}
+        for b, (total, s) in sorted(budget.branch_points.items(), key=lambda kv: kv[1][1])
+    ]
+    out = Path(cfg.output_dir) / "branch_points.json"
+    doc = {
+        "cooldown_frac": cfg.train.cooldown_frac,
+        "flops_per_step": budget.flops_per_step,
+        "points": points,
+    }
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2))
+    tmp.replace(out)
+    sink.log_artifact(out)
+    return out
 
 
 def run_trial(
@@ -175,36 +223,53 @@ def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
     data = TrialData.prepare(cfg, device=device)
     val_batches = data.val_batches()
 
-    seed_everything(t.seed)
-    state = build_state(cfg, device)  # build_train_state + train.freeze
     with torch.random.fork_rng(devices=[]):  # counting builds nets on meta: keep the seeded stream intact
         fps = flops_per_step(cfg, utterance_s=data.mean_utterance_s, disk_cache=cfg.data.cache_dir)
-    budget = plan_budget(cfg, fps, data.batches_per_epoch())
+    budget = plan_budget(cfg, fps, data.batches_per_epoch())  # steps and lr schedule; refuses bad plans
+    plan = budget.schedule.to_dict()
+    seed_everything(t.seed)
+    state = build_state(cfg, device, lr_factor=lr_lambda(budget.schedule))  # + train.freeze
     static = _static_metrics(cfg, budget, data)
     sink.log_params(system_params(device))
     sink.log_metrics(static, 0)
+    if budget.branch_points:
+        _write_branch_points(cfg, budget, sink)
 
     epoch, batch_in_epoch, seen_s = 0, 0, 0.0
     if not resume:  # start over: earlier checkpoints in this directory must not be resumed from later
-        for _, old in ckpt.list_checkpoints(ckpt.checkpoint_dir(cfg)):
-            log.warning("resume=False: removing earlier checkpoint %s", old)
-            old.unlink()
+        for old in ckpt.remove_checkpoints(ckpt.checkpoint_dir(cfg)):
+            log.warning("resume=False: removed earlier checkpoint %s", old)
     last = ckpt.latest_checkpoint(ckpt.checkpoint_dir(cfg)) if resume else None
-    if last is not None:
-        payload = ckpt.load_checkpoint(last)
-        ckpt.check_compatible(payload, cfg, last)
+    source = last
+    if last is None and t.branch_from:  # a fresh branch: its trunk's checkpoint at the branch point
+        try:
+            source = resolve_init_path(t.branch_from, cfg, where="train.branch_from", step=budget.branch_step)
+        except InitError as e:
+            raise ckpt.CheckpointMismatch(str(e)) from None
+    if source is not None:
+        payload = ckpt.load_checkpoint(source)
+        if source == last:
+            ckpt.check_compatible(payload, cfg, source, plan)
+        else:
+            ckpt.check_branch_source(
+                payload, cfg, source, step=budget.branch_step, flops_per_step=fps, schedule=budget.schedule
+            )
+            sink.log_params({"branch.source": str(Path(source).resolve())})
         ckpt.restore(state, payload)
         epoch, batch_in_epoch = payload["epoch"], payload["batch_in_epoch"]
         seen_s = float(payload["counters"].get("data_seen_s", 0.0))
         log.info(
-            "resumed %s from %s (step %d, epoch %d, batch %d)",
+            "%s %s from %s (step %d, epoch %d, batch %d)",
+            "resumed" if source == last else "branched",
             cfg.trial_id,
-            last,
+            source,
             state.step,
             epoch,
             batch_in_epoch,
         )
         del payload
+        if source != last:
+            sink.log_metrics({"branch_step": state.step}, state.step)
     elif t.init_from:  # a fresh fine-tune trial: weights of another trial (a resumed one has its own)
         load_init(state, cfg)
     init = info_from_state(state)
@@ -238,9 +303,12 @@ def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
             c.update(pretrain_flops=init.flops, pretrain_hours=init.hours)
         return c
 
+    branch_steps = {s for _, s in (budget.branch_points or {}).values()}
+
     def save() -> Path:
         nonlocal paused
         t0 = time.perf_counter()
+        kept = state.step in branch_steps
         p = ckpt.save_checkpoint(
             state,
             cfg,
@@ -248,8 +316,12 @@ def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
             batch_in_epoch=batch_in_epoch,
             counters=counters(),
             keep=t.keep_checkpoints,
+            schedule=plan,
+            kept=kept,
         )
         sink.log_checkpoint(p, state.step)
+        if kept:
+            sink.log_metrics({"branch_step": state.step}, state.step)
         paused += time.perf_counter() - t0
         return p
 
@@ -266,7 +338,8 @@ def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
         row.update(
             steps=state.step,
             epoch=epoch,
-            lr=state.optim_g.param_groups[0]["lr"],
+            lr=scheduled_lr(state.sched_g, state.step - 1),  # the update just taken
+            lr_d=scheduled_lr(state.sched_d, state.step - 1),
             flops=state.step * budget.flops_per_step,
             data_seen_s=seen_s,
             data_hours=data.data_hours,
@@ -300,8 +373,6 @@ def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
                 losses = step_fn(state, batch)
                 batch_in_epoch += 1
                 seen_s += float(batch["wav_lengths"].sum()) / sr  # host tensor: no device sync
-                if t.scheduler_per == "step":
-                    scheduler_step(state)
                 for k, v in losses.items():
                     acc[k] = acc[k] + v if k in acc else v.detach().clone()
                 n_acc += 1
@@ -312,12 +383,12 @@ def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
                     break
                 if e.eval_every and state.step % e.eval_every == 0:
                     run_eval(final=False)
-                if t.checkpoint_every and state.step % t.checkpoint_every == 0:
+                if state.step in branch_steps or (
+                    t.checkpoint_every and state.step % t.checkpoint_every == 0
+                ):
                     saved = save()
             else:
                 epoch, batch_in_epoch = epoch + 1, 0
-                if t.scheduler_per == "epoch":
-                    scheduler_step(state)
                 continue
             break
         if n_acc:
