@@ -124,11 +124,26 @@ def plan_branch_steps(plan: Plan) -> None:
     trials = []
     for tp in plan.trials:
         if branch_kind(tp.axes) != BRANCH_TRUNK:
-            if tp.branch_of is not None and tp.branch_of not in kept:
-                continue
-            trials.append(tp)
+            if tp.trial_id in kept:  # a branch skipped above (or with its trunk) is left out
+                trials.append(tp)
             continue
-        branches = [b for b in plan.trials if b.branch_of == tp.trial_id]
+        branches = []
+        for b in (b for b in plan.trials if b.branch_of == tp.trial_id):
+            if b.steps is not None:
+                b.branch_step = int(decay_start(b.steps, b.config.train.cooldown_frac))
+            if b.branch_step == 0:  # one step: nothing to share, and the trainer refuses it
+                kept.discard(b.trial_id)
+                plan.skipped.append(
+                    Skipped(
+                        b.trial_id,
+                        b.axes,
+                        b.seed,
+                        f"compute_budget {b.config.train.compute_budget:.3g} FLOPs buys {b.steps} step(s): its "
+                        "branch point would be step 0 (no constant-lr part to share with the trunk)",
+                    )
+                )
+                continue
+            branches.append(b)
         if not branches:
             kept.discard(tp.trial_id)
             plan.skipped.append(
@@ -137,10 +152,8 @@ def plan_branch_steps(plan: Plan) -> None:
             continue
         tp.config.train.branch_budgets = sorted({b.config.train.compute_budget for b in branches})
         for b in branches:
-            if b.steps is not None:
-                b.branch_step = int(decay_start(b.steps, b.config.train.cooldown_frac))
-                if b.flops_per_step:
-                    b.est_seconds = trial_seconds(plan.spec, b.steps - b.branch_step, b.flops_per_step)
+            if b.branch_step is not None and b.flops_per_step:
+                b.est_seconds = trial_seconds(plan.spec, b.steps - b.branch_step, b.flops_per_step)
         steps = [b.branch_step for b in branches if b.branch_step is not None]
         tp.steps = max(steps) if steps else None
         if tp.steps and tp.flops_per_step:
