@@ -11,7 +11,10 @@ Layout:
 * one **child run** per trial, tagged ``vits_scaling.sweep``, ``vits_scaling.trial_id``,
   ``vits_scaling.role=trial``, ``vits_scaling.status`` (see ``STATUSES``) and ``mlflow.parentRunId``;
   sweeps with stages add ``vits_scaling.stage`` (pretrain | finetune) and ``vits_scaling.from_trial``
-  (the pretrain trial a fine-tune started from, or ``scratch``).
+  (the pretrain trial a fine-tune started from, or ``scratch``);
+  sweeps with ``wsd_branches`` add ``vits_scaling.branch`` (``trunk`` | ``cooldown``) on both kinds of trial,
+  and on each cooldown branch ``vits_scaling.branch_of`` (its trunk's trial id) and ``vits_scaling.branch_step``
+  (the trunk step it starts from, set once the plan has counted it).
 
 The default store is ``$MLFLOW_TRACKING_URI``, else the SQLite file ``runs/mlflow.db`` below the current
 directory, written as an absolute URI so a Ray worker started in another directory finds the same file.
@@ -35,11 +38,17 @@ TAG_ERROR = "vits_scaling.error"
 TAG_PARAM_CONFLICTS = "vits_scaling.param_conflicts"
 TAG_STAGE = "vits_scaling.stage"  # pretrain | finetune (sweeps with stages)
 TAG_FROM = "vits_scaling.from_trial"  # the pretrain trial a fine-tune started from, or "scratch"
+TAG_BRANCH = "vits_scaling.branch"  # BRANCH_TRUNK | BRANCH_COOLDOWN (sweeps with wsd_branches)
+TAG_BRANCH_OF = "vits_scaling.branch_of"  # the trunk trial id a cooldown branch starts from
+TAG_BRANCH_STEP = "vits_scaling.branch_step"  # the trunk step (checkpoint) a cooldown branch starts from
 TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
 
 ROLE_SWEEP = "sweep"
 ROLE_TRIAL = "trial"
+
+BRANCH_TRUNK = "trunk"  # constant-lr run that serves several budgets; its end point is not a fit point
+BRANCH_COOLDOWN = "cooldown"  # one budget's cooldown from a trunk checkpoint: an ordinary trial for fits
 
 STATUSES = ("pending", "running", "finished", "failed", "diverged", "cancelled")
 DONE_STATUSES = ("finished", "diverged")  # a trial in one of these is not run again

@@ -22,6 +22,7 @@ from analysis import plots
 from analysis import verdict as V
 from analysis.allocate import allocate
 from analysis.backtest import BASELINES, backtest
+from analysis.envelope import envelope_html
 from analysis.fit import FitRefused, FitResult
 from analysis.predict import DEFAULT_LOSS, DEFAULT_QUALITY
 from analysis.suite import c_range, k_of, run_suite
@@ -152,6 +153,9 @@ def write_report(
     )
     if s.notes:
         parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in s.notes) + "</ul>")
+    parts.append(
+        envelope_html(s.envelope)
+    )  # the best lr per point, edge winners flagged ("" without lr axis)
 
     # fits: determined under one heading, undetermined under another, never in the same table
     answer_at = len(parts)  # the opening paragraph goes here once the backtest is known

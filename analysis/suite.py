@@ -13,6 +13,7 @@ import pandas as pd
 from analysis import fit as F
 from analysis import verdict as V
 from analysis.allocate import flops_per_param_unit
+from analysis.envelope import Envelope, collapse_lr
 from analysis.noise import seed_noise
 from analysis.predict import DEFAULT_LOSS, DEFAULT_QUALITY, TwoStep, metric_bounds, two_step_from_table
 from analysis.table import usable
@@ -34,6 +35,7 @@ class Suite:
     refused_needs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # FitRefused.needs per key
     notes: list[str] = field(default_factory=list)
     noise: dict[str, Any] = field(default_factory=dict)  # analysis.noise.seed_noise of the metrics
+    envelope: Envelope | None = None  # the lr envelope the fits ran on (analysis.envelope)
 
     def results(self) -> dict[str, Any]:
         """Every fitted result by its display name: the fits, each per-group fit, the two-step chain."""
@@ -69,6 +71,7 @@ class Suite:
                 "noise": self.noise,
                 "notes": self.notes,
             }
+            | ({"envelope": self.envelope.to_dict()} if self.envelope and self.envelope.collapsed else {})
         )
 
 
@@ -145,6 +148,11 @@ def run_suite(
                 "they enter the transfer fit"
             )
     s.full_table = full
+    t, s.envelope = collapse_lr(t, metric)  # one lr per point: the best (a no-op without an lr axis)
+    s.table = t
+    s.notes += s.envelope.notes
+    if s.envelope.collapsed and curves is not None and "trial" in curves.columns:
+        curves = curves[curves["trial"].isin(t["trial"])]
     if metric not in t.columns:
         s.refused["all"] = f"the table has no column {metric!r}; columns: {sorted(map(str, t.columns))[:40]}"
         return s

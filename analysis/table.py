@@ -9,6 +9,11 @@ training hours), ``wall_s`` (run wall time), and every final metric (the last lo
 Sweeps with stages (pretrain -> fine-tune) add ``stage`` and ``from_trial`` (from the run tags) and
 ``pretrain_flops`` / ``pretrain_hours`` (0 for trials that started from scratch); ``C``, ``D`` and
 ``data_hours`` of a fine-tuned trial count its fine-tuning only.
+Sweeps with WSD branches (``wsd_branches``) add ``branch`` (trunk | cooldown), ``branch_of`` (a cooldown's
+trunk trial id) and ``branch_step`` (the trunk step it started from); a cooldown's ``C`` and ``D`` include
+the trunk's stable part up to that step, so it is an ordinary trial for every fit. Trunk runs are left out
+by default (``include_trunks=False``): their end point is at constant lr, never cooled down, so it is not
+the loss of a run of that length.
 
 This module is the only one in ``analysis/`` that imports mlflow (lazily, inside functions).
 
@@ -26,6 +31,10 @@ import numpy as np
 import pandas as pd
 
 from analysis.mlflow_contract import (
+    BRANCH_TRUNK,
+    TAG_BRANCH,
+    TAG_BRANCH_OF,
+    TAG_BRANCH_STEP,
     TAG_FROM,
     TAG_STAGE,
     TAG_SWEEP,
@@ -41,6 +50,7 @@ from analysis.mlflow_contract import (
 )
 
 PRETRAIN_COLS = ("pretrain_flops", "pretrain_hours")
+BRANCH_TAGS = ((TAG_BRANCH, "branch"), (TAG_BRANCH_OF, "branch_of"), (TAG_BRANCH_STEP, "branch_step"))
 
 
 class TableError(ValueError):
@@ -58,11 +68,17 @@ def mlflow_client(uri: str | None = None):
 
 
 def read_file(
-    path: str | Path, *, n_col: str | None = None, d_col: str | None = None, c_col: str | None = None
+    path: str | Path,
+    *,
+    n_col: str | None = None,
+    d_col: str | None = None,
+    c_col: str | None = None,
+    include_trunks: bool = False,
 ) -> pd.DataFrame:
     """A CSV or Parquet table. ``n_col`` / ``d_col`` / ``c_col`` name the columns to use as N, D, C
     (default: columns already called N, D, C). A long file with a ``step`` column and several rows per
-    trial is read as curves: the table keeps each trial's last row (``curves_from_file`` gives the rest)."""
+    trial is read as curves: the table keeps each trial's last row (``curves_from_file`` gives the rest).
+    Rows with ``branch == "trunk"`` are left out unless ``include_trunks``, as in ``read_mlflow``."""
     df = _read_raw(path)
     for want, col in (("N", n_col), ("D", d_col), ("C", c_col)):
         if col is None or col == want:
@@ -81,7 +97,7 @@ def read_file(
     if "step" in df.columns and df["trial"].duplicated().any():
         df = df.sort_values(["trial", "step"]).groupby("trial", sort=False).tail(1).reset_index(drop=True)
     df.attrs["source"] = str(path)
-    return df
+    return df if include_trunks else drop_trunks(df)
 
 
 def check_numeric(df: pd.DataFrame, path: str | Path) -> None:
@@ -187,8 +203,18 @@ def find_parent_run(sweep: str, uri: str | None = None) -> str | None:
     return parent.info.run_id if parent is not None else None
 
 
-def read_mlflow(sweep: str, uri: str | None = None) -> pd.DataFrame:
-    """The tidy table of a sweep's trial runs. Raises ``TableError`` when the sweep has no trial runs."""
+def drop_trunks(df: pd.DataFrame) -> pd.DataFrame:
+    """The table without WSD trunk runs (``branch == "trunk"``); unchanged without a ``branch`` column."""
+    if "branch" not in df.columns:
+        return df
+    out = df[df["branch"].astype(str) != BRANCH_TRUNK].reset_index(drop=True)
+    out.attrs = dict(df.attrs)
+    return out
+
+
+def read_mlflow(sweep: str, uri: str | None = None, *, include_trunks: bool = False) -> pd.DataFrame:
+    """The tidy table of a sweep's trial runs (WSD trunks left out unless ``include_trunks``). Raises
+    ``TableError`` when the sweep has no trial runs."""
     parent, runs = sweep_runs(sweep, uri)
     if not runs:
         raise TableError(f"no trial runs tagged {TAG_SWEEP}={sweep!r} in {tracking_uri(uri)}")
@@ -202,13 +228,15 @@ def read_mlflow(sweep: str, uri: str | None = None) -> pd.DataFrame:
         }
         for k, v in r.data.params.items():
             row[k] = _num(v)
-        for tag, col in ((TAG_STAGE, "stage"), (TAG_FROM, "from_trial")):
+        for tag, col in ((TAG_STAGE, "stage"), (TAG_FROM, "from_trial"), *BRANCH_TAGS):
             if tag in r.data.tags:
                 row[col] = r.data.tags[tag]
         for k in ("system.gpu_name", "gpu_name", "gpu"):  # the GPU a trial ran on, if a tag records it
             if k in r.data.tags and k not in row:
                 row[k] = r.data.tags[k]
         row.update(r.data.metrics)
+        if "branch_step" in row:  # the tag (text) or the trainer's metric
+            row["branch_step"] = _num(str(row["branch_step"]))
         row["N"] = r.data.metrics.get("params_generator", np.nan)
         if "params_discriminator" in r.data.metrics:
             row["N_total"] = row["N"] + r.data.metrics["params_discriminator"]
@@ -223,7 +251,7 @@ def read_mlflow(sweep: str, uri: str | None = None) -> pd.DataFrame:
             df[c] = pd.to_numeric(df[c], errors="coerce").fillna(0.0) if c in df.columns else 0.0
     df.attrs["source"] = f"mlflow:{tracking_uri(uri)} sweep={sweep}"
     df.attrs["parent_run_id"] = parent.info.run_id if parent is not None else None
-    return df
+    return df if include_trunks else drop_trunks(df)
 
 
 def curves_mlflow(table: pd.DataFrame, metric: str, uri: str | None = None) -> pd.DataFrame:

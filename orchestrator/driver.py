@@ -7,10 +7,12 @@ the trial function (default ``model.train:run_trial``) with a sink that writes t
 Ray Tune; checkpoints the trial logs are reported to Tune, so a retried trial (``FailureConfig``) or a
 resumed sweep (``Tuner.restore``) continues from its last checkpoint, on any node.
 
-A sweep with ``stages`` (``orchestrator.plan.stages``) runs one Tuner per stage (``ray_<stage>/``), in order: the
-fine-tune stage starts only when every pretrain trial has ended, and a fine-tune trial whose parent did not
-finish fails with that reason (a resume retries it once the parent has finished). Each stage's Tuner is
-restored on resume, so killing the driver between stages and resuming repeats no finished trial.
+A sweep with phases runs one Tuner per phase (``ray_<phase>/``), in order (``orchestrator.plan.PHASES``):
+``stages`` (``orchestrator.plan.stages``: pretrain, then finetune) and ``wsd_branches``
+(``orchestrator.plan.branches``: trunk, then cooldown). A phase starts only when every trial of the phase
+before has ended, and a trial whose parent (pretrain trial, trunk) did not finish fails at once with that
+reason, untrained (a resume retries it once the parent has finished). Each phase's Tuner is restored on
+resume, so killing the driver between phases and resuming repeats no finished trial.
 
 Without an address the driver starts a local Ray (``ray.init(num_cpus=..., include_dashboard=False)``) and
 stops it at the end; with ``--address``/``ray_address`` it joins an existing cluster.
@@ -34,7 +36,7 @@ from typing import Any
 from analysis.mlflow_contract import UNFINISHED_STATUSES
 from model.config import TrialConfig
 from orchestrator import state as st
-from orchestrator.plan import STAGES, Plan, SpecError, SweepSpec, load_spec, resolve
+from orchestrator.plan import PHASES, Plan, SpecError, SweepSpec, load_spec, phase_of, resolve
 from orchestrator.tracking import Tracker
 from orchestrator.trial import TuneSink, check_parent, load_trial_fn, restore_checkpoint, run_tracked
 
@@ -186,7 +188,7 @@ def submit_sweep(
             parent_run_id=parent,
             run_name=tp.name,
             status="pending",
-            tags={**spec.tags, **tp.config.tracking.tags},  # + vits_scaling.stage / from_trial for stages
+            tags={**spec.tags, **tp.config.tracking.tags},  # + stage / from_trial, branch / branch_of
         )
         tp.config.tracking.run_id = rid
         tp.config.tracking.parent_run_id = parent
@@ -381,12 +383,12 @@ def _run(sweep_dir: Path, *, restore: bool, address: str | None, progress: bool)
         watcher = threading.Thread(target=_cancel_watch, args=(sweep_dir, stop), daemon=True)
         watcher.start()
         grid = []
-        for stage, ids in _stage_groups(trials):
+        for phase, ids in phase_groups(trials):
             if (sweep_dir / st.CANCEL_FILE).exists():
-                break  # cancelled during an earlier stage: later stages stay pending (resumable)
-            ray_dir = Path(state["ray_dir"]) if stage is None else sweep_dir / f"ray_{stage}"
-            if progress and stage is not None:
-                print(f"stage {stage}: {len(ids)} trials", flush=True)
+                break  # cancelled during an earlier phase: later phases stay pending (resumable)
+            ray_dir = Path(state["ray_dir"]) if phase is None else sweep_dir / f"ray_{phase[1]}"
+            if progress and phase is not None:
+                print(f"{phase[0]} {phase[1]}: {len(ids)} trials", flush=True)
             tuner = _tuner(trainable, ray_dir, ids, trials, spec, restore=restore)
             if progress:
                 grid += list(tuner.fit())
@@ -403,17 +405,21 @@ def _run(sweep_dir: Path, *, restore: bool, address: str | None, progress: bool)
     return _collect(sweep_dir, state, trials, grid, tracker, cancelled)
 
 
-def _stage_groups(trials: dict[str, dict]) -> list[tuple[str | None, list[str]]]:
-    """[(stage, trial ids)] in run order; [(None, all ids)] for a sweep without stages."""
-    by: dict[str | None, list[str]] = {}
+def phase_groups(trials: dict[str, dict]) -> list[tuple[tuple[str, str] | None, list[str]]]:
+    """[((phase axis, phase), trial ids)] in run order, e.g. ``(("stage", "pretrain"), [...])`` first;
+    [(None, all ids)] for a sweep without phases. One sweep has one kind of phase (stages or branches)."""
+    by: dict[tuple[str, str] | None, list[str]] = {}
     for tid, d in trials.items():
-        by.setdefault((d.get("axes") or {}).get("stage"), []).append(tid)
+        by.setdefault(phase_of(d.get("axes") or {}), []).append(tid)
     if set(by) == {None}:
         return [(None, list(trials))]
-    unknown = set(by) - set(STAGES)
-    if unknown:
-        raise SpecError(f"trials.json: unknown stage(s) {sorted(map(str, unknown))}")
-    return [(s, by[s]) for s in STAGES if s in by]
+    order = [(key, p) for key, phases in PHASES.items() for p in phases]
+    unknown = set(by) - set(order)
+    kinds = {k[0] for k in by if k is not None}
+    if unknown or len(kinds) > 1:
+        shown = sorted(f"{k[0]}={k[1]}" if k else "none" for k in (unknown or by))
+        raise SpecError(f"trials.json: trials of unknown or mixed phases ({', '.join(shown)})")
+    return [(k, by[k]) for k in order if k in by]
 
 
 def _tuner(trainable, ray_dir: Path, ids: list[str], trials: dict[str, dict], spec: dict, *, restore: bool):

@@ -9,6 +9,8 @@ Rules this module keeps (each one is a known MLflow trap):
   the same name is used, never deleted or recreated.
 * Params are logged once; on a retry only keys the run does not hold yet are sent (MLflow refuses to change
   a param value), a changed value is reported in a tag instead of crashing the trial.
+* A WSD cooldown branch (a run tagged ``vits_scaling.branch_of``) that reports where it branched
+  (``branch_step``, as a metric or a param) gets the ``vits_scaling.branch_step`` tag too, so runs can be filtered by it without reading metrics.
 * Metrics go out in ``log_batch`` calls (no per-scalar round trips). Every metric row is also appended to
   ``metrics.jsonl`` in the trial directory; rows not yet confirmed by the server are kept and replayed by
   the next sink on the same directory. If the server stays down the trial fails with a message naming the
@@ -28,6 +30,8 @@ from typing import Any
 from analysis.mlflow_contract import (  # the one home of the layout this module writes
     ROLE_SWEEP,
     ROLE_TRIAL,
+    TAG_BRANCH_OF,
+    TAG_BRANCH_STEP,
     TAG_ERROR,
     TAG_PARAM_CONFLICTS,
     TAG_PARENT,
@@ -50,6 +54,7 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAM_VAL_LENGTH = 6000
 MAX_TAG_VAL_LENGTH = 8000
+BRANCH_STEP_KEY = "branch_step"  # the metric / param a cooldown branch's trainer logs its branch step as
 
 
 class TrackingUnavailable(RuntimeError):
@@ -300,6 +305,7 @@ class MlflowSink:
         flush_rows: int = 200,
         give_up_s: float | None = None,
         log_checkpoints: bool = False,
+        tag_branch_step: bool = False,
     ):
         self.tracker = tracker if isinstance(tracker, Tracker) else Tracker(tracker)
         self.run_id = run_id
@@ -311,10 +317,12 @@ class MlflowSink:
             give_up_s = float(os.environ.get("VITS_SCALING_TRACKING_GIVE_UP_S", "300"))
         self.give_up_s = give_up_s
         self.log_checkpoints = log_checkpoints
+        self.tag_branch_step = tag_branch_step  # a cooldown branch: its logged branch_step becomes a tag
         self._pending_rows: list[dict] = []
         self._pending_params: dict[str, str] = {}
         self._pending_artifacts: list[tuple[str, str | None]] = []
         self._pending_status: tuple[str, str] | None = None
+        self._pending_tags: dict[str, str] = {}
         self._known_params: dict[str, str] | None = None
         self._conflicts: dict[str, tuple[str, str]] = {}
         self._synced = 0
@@ -350,6 +358,7 @@ class MlflowSink:
             local_dir=local_dir or cfg.output_dir,
             resolve_run=resolve,
             log_checkpoints=tr.log_checkpoint,
+            tag_branch_step=TAG_BRANCH_OF in tr.tags,  # a trunk logs a branch_step per branch point
             **kw,
         )
 
@@ -392,7 +401,13 @@ class MlflowSink:
 
     # --- Sink protocol ---
 
+    def _branch_tag(self, values: dict[str, Any]) -> None:
+        v = values.get(BRANCH_STEP_KEY) if self.tag_branch_step else None
+        if v is not None:
+            self._pending_tags[TAG_BRANCH_STEP] = str(int(float(v)))
+
     def log_params(self, params: dict[str, Any]) -> None:
+        self._branch_tag(params)
         self._pending_params.update({k: _param_str(v) for k, v in params.items() if v is not None})
         if self.local_dir is not None:
             p = self.local_dir / "params.json"
@@ -412,6 +427,7 @@ class MlflowSink:
                 continue
         if not vals:
             return
+        self._branch_tag(vals)
         row = {"step": int(step), "t": int(time.time() * 1000), "m": vals}
         if self.local_dir is not None:
             with open(self.local_dir / "metrics.jsonl", "a") as f:
@@ -523,6 +539,10 @@ class MlflowSink:
             del self._pending_rows[:n_rows]
             self._synced += n_rows
             self._save_state()
+        if self._pending_tags:
+            tags = [RunTag(k, v) for k, v in self._pending_tags.items()]
+            t.call(lambda: client.log_batch(run_id, tags=tags), what="log tags")
+            self._pending_tags = {}
         while self._pending_artifacts:
             path, apath = self._pending_artifacts[0]
             if Path(path).exists():

@@ -21,7 +21,7 @@ from typing import Any
 from analysis.mlflow_contract import DONE_STATUSES
 from model.config import TrialConfig, flatten
 from model.sink import MultiSink
-from orchestrator.plan import SpecError, parent_of
+from orchestrator.plan import SpecError, parent_of, phase_of
 from orchestrator.tracking import MlflowSink, Tracker, TrackingUnavailable, format_error
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,8 @@ def run_tracked(cfg: TrialConfig, trial_fn, *, tune_sink: TuneSink | None = None
 
 
 def check_parent(cfg: TrialConfig, trials: dict[str, dict]) -> None:
-    """A fine-tune trial starts only from a parent that finished (its last checkpoint is its final one)."""
+    """A fine-tune trial or a WSD cooldown branch starts only from a parent (pretrain trial, trunk) that
+    finished (its checkpoints are all written); otherwise it is not trained and fails with the reason."""
     parent = parent_of(cfg)
     if parent is None or parent not in trials:
         return
@@ -226,7 +227,8 @@ def check_parent(cfg: TrialConfig, trials: dict[str, dict]) -> None:
     if rid:
         status, _ = Tracker(cfg.tracking.uri).run_state(rid, what="get parent run", retry_s=30.0)
     if status != "finished":
+        kind = f"{phase[1]} trial" if (phase := phase_of(cfg.axes)) else "trial"
         raise RuntimeError(
-            f"fine-tune trial {cfg.trial_id} starts from pretrain trial {parent}, which is {status or 'unknown'}"
-            " (not finished); resume the sweep once it has finished"
+            f"{kind} {cfg.trial_id} starts from trial {parent}, which is {status or 'unknown'} (not finished): "
+            "not trained; resume the sweep once it has finished"
         )

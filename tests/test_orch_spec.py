@@ -167,8 +167,9 @@ def test_dry_run_json_lists_trials(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(app, ["sweep", "submit", str(SWEEPS / "tiny2.yaml"), "--dry-run", "--json"])
     assert res.exit_code == 0, res.output
-    rows = json.loads(res.output)
-    assert len(rows) == 2
+    out = json.loads(res.output)
+    rows = out["trials"]
+    assert len(rows) == 2 and out["skipped"] == [] and out["flops"] is None  # no WSD branches
     for key in (
         "trial_id",
         "axes",
@@ -180,6 +181,7 @@ def test_dry_run_json_lists_trials(tmp_path, monkeypatch):
     ):
         assert key in rows[0]
     assert rows[0]["steps"] == 6
+    assert out["n_range"] is None  # not counted (estimate.count: false)
     assert not (tmp_path / "runs").exists()
 
 
@@ -197,3 +199,73 @@ def test_expr():
 def test_parse_spec_from_mapping():
     spec = parse_spec({"name": "m", "axes": {"n_layers": [1]}, "base": {"preset": "tiny"}})
     assert spec.seed_list(42) == [42] and spec.max_failures == 1 and spec.resources.cpu == 1
+
+
+def test_lr_axis_sets_learning_rate_and_refuses_non_positive(tmp_path):
+    plan = resolve(_spec(tmp_path, axes={"lr": [1e-4, "3e-4"], "width": [16]}), count=False)
+    assert [tp.config.train.learning_rate for tp in plan.trials] == [1e-4, 3e-4]
+    assert [tp.axes["lr"] for tp in plan.trials] == [1e-4, 3e-4]
+    assert plan.trials[0].name.startswith("lr=0.0001 ") and len({tp.trial_id for tp in plan.trials}) == 2
+    for bad, path in (([1e-3, 0], "axes.lr[1]"), ([-1e-4], "axes.lr[0]"), (["fast"], "axes.lr[0]")):
+        with pytest.raises(SpecError) as e:
+            resolve(_spec(tmp_path, axes={"lr": bad}), count=False)
+        assert str(tmp_path / "s.yaml") in str(e.value) and path in str(e.value), str(e.value)
+        assert "expected a number > 0" in str(e.value)
+    with pytest.raises(SpecError, match=r"axes.train.learning_rate\[0\]: expected a number > 0"):
+        resolve(_spec(tmp_path, axes={"train.learning_rate": [-1e-3]}), count=False)
+    with pytest.raises(SpecError, match="axes.train.learning_rate: the same field as the 'lr' axis"):
+        resolve(_spec(tmp_path, axes={"lr": [1e-3], "train.learning_rate": [1e-3]}), count=False)
+
+
+def test_size_axis_scales_text_decoder_and_discriminators_together(tmp_path):
+    from model.config import tiny_config
+
+    base = tiny_config().model  # hidden 32, filter 64, upsample 64, disc_width 1/16, 2 heads
+    plan = resolve(
+        _spec(tmp_path, axes={"size": [0.5, 1, 3.1]}, base={"preset": "tiny", "model": {"n_heads": 4}}),
+        count=False,
+    )
+    got = [
+        (m.hidden_channels, m.inter_channels, m.filter_channels, m.upsample_initial_channel, m.disc_width)
+        for m in (tp.config.model for tp in plan.trials)
+    ]
+    assert got == [
+        (16, 16, 32, 32, base.disc_width * 0.5),
+        (32, 32, 64, 64, base.disc_width),
+        (100, 100, 200, 198, base.disc_width * 3.1),  # 99.2 -> a multiple of 4 heads; 198.4 -> 198
+    ]
+    with pytest.raises(SpecError) as e:
+        resolve(_spec(tmp_path, axes={"size": [1, 0.05]}), count=False)
+    msg = str(e.value)
+    assert "axes.size[1]" in msg and "model.upsample_initial_channel 3" in msg and "needs >= 8" in msg, msg
+    for bad in ({"size": [0]}, {"size": [-1]}):
+        with pytest.raises(SpecError, match=r"axes.size\[0\]: expected a number > 0"):
+            resolve(_spec(tmp_path, axes=bad), count=False)
+    with pytest.raises(SpecError, match="axes.size: .* cannot be combined with 'width'"):
+        resolve(_spec(tmp_path, axes={"size": [1], "width": [16]}), count=False)
+    with pytest.raises(SpecError, match="cannot be combined with 'model.disc_width'"):
+        resolve(_spec(tmp_path, mode="list", points=[{"size": 1, "model.disc_width": 0.5}]), count=False)
+
+
+def test_dry_run_shows_the_n_range_and_warns_below_4x(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from model.counting import parameter_counts
+    from orchestrator.plan import param_range
+
+    monkeypatch.chdir(tmp_path)
+    narrow = resolve(_spec(tmp_path, axes={"width": [16, 32]}))
+    counts = sorted(tp.params_generator for tp in narrow.trials)
+    expect = [int(parameter_counts(tp.config)["generator"]["total"]) for tp in narrow.trials]
+    assert counts == sorted(expect)  # the range is model.counting's count of each trial
+    r = param_range(narrow)
+    assert (r["min"], r["max"], r["sizes"]) == (counts[0], counts[1], 2)
+    assert r["ratio"] == pytest.approx(counts[1] / counts[0]) and r["ratio"] < 4
+    assert r["warning"].startswith(f"N spans {r['ratio']:.2g}x (") and "add sizes" in r["warning"]
+    wide = param_range(resolve(_spec(tmp_path, axes={"size": [0.5, 1, 2]})))
+    assert wide["ratio"] >= 4 and wide["warning"] is None and wide["sizes"] == 3
+    p = _spec(tmp_path, axes={"width": [16, 32]}, estimate={"flops_per_s": 1e9})
+    res = CliRunner().invoke(app, ["sweep", "submit", str(p), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "N (generator parameters):" in res.output and f"N spans {r['ratio']:.2g}x" in res.output
+    res = CliRunner().invoke(app, ["sweep", "submit", str(p), "--dry-run", "--json"])
+    assert json.loads(res.output)["n_range"]["max"] == counts[1]

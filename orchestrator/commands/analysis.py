@@ -152,6 +152,8 @@ def fit(
     if as_json:
         print_json(_flat(s.fits[f"approach{approach}"]) if approach != "all" else s.to_dict())
     else:
+        for n in s.envelope.notes if s.envelope else ():  # which lr won, and edge winners
+            console.print(f"[yellow]{n}[/]" if "not bracketed" in n else n)
         _print_suite(s)
     if nothing:
         raise typer.Exit(2)  # every fit refused: nothing of what was asked was produced
@@ -306,16 +308,19 @@ def backtest(
 ) -> None:
     """Fit on the smaller-compute trials, predict the held-out largest ones, score every law."""
     from analysis.backtest import backtest as _backtest  # scipy: only loaded by the command using it
+    from analysis.envelope import collapse_lr  # pandas: only loaded by the command using it
     from analysis.table import usable  # pandas: only loaded by the command using it
 
     with clean_errors(ValueError, FileNotFoundError):
-        table = usable(_load(source, tracking_uri))
+        table, env = collapse_lr(usable(_load(source, tracking_uri)), metric)  # the best lr per point
         res = _backtest(
             table, metric, holdout_top=holdout_top, holdout_above=holdout_above, loss=loss, n_boot=n_boot
         )
     if as_json:
         print_json(res)
     else:
+        for n in env.notes:  # which lr won, and edge winners
+            console.print(n)
         _print_backtest(res)
     if not res["laws"]:
         raise typer.Exit(2)  # no law could be fitted: the backtest asked for was not produced

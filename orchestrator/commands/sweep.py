@@ -13,7 +13,8 @@ from rich.table import Table
 from analysis.mlflow_contract import SCALING_TARGET, StoreNotFound, default_tracking_uri, existing_store
 from orchestrator.commands._common import clean_errors, console, err_console, print_json
 from orchestrator.driver import cancel_sweep, resume_sweep, submit_sweep
-from orchestrator.plan import SpecError
+from orchestrator.plan import SpecError, branch_flops, param_range
+from orchestrator.plan.estimate import si
 from orchestrator.runs import STATUS_METRICS, best, locate, sweep_status
 from orchestrator.state import SweepNotFound
 from orchestrator.tracking import Tracker, TrackingError, TrackingUnavailable, local_artifact_root
@@ -25,15 +26,6 @@ def _errors():
     return clean_errors(
         SpecError, SweepNotFound, TrackingUnavailable, TrackingError, ValueError, FileNotFoundError
     )
-
-
-def _si(x, unit: str = "") -> str:
-    if x is None:
-        return "-"
-    for f, p in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= f:
-            return f"{x / f:.3g}{p}{unit}"
-    return f"{x:.3g}{unit}"
 
 
 def _dur(s) -> str:
@@ -55,16 +47,31 @@ def _short(v) -> str:
     return str(v)
 
 
+def plan_summary(result) -> dict:
+    """What ``--dry-run --json`` prints: the trial rows, the skipped points, the notes, the generator-parameter
+    range (``n_range``: min, max, ratio, sizes, warning) and, for WSD branches, ``flops`` (independent runs
+    against trunks + cooldowns, and the saving); the last two are null when not counted."""
+    return {
+        "name": result.name,
+        "trials": result.trials,
+        "skipped": result.skipped,
+        "notes": list(result.plan.notes),
+        "n_range": param_range(result.plan),
+        "flops": branch_flops(result.plan),
+    }
+
+
 def print_plan(result) -> None:
     plan = result.plan
     names = list(dict.fromkeys(k for tp in plan.trials for k in tp.axes))
     if len({tp.seed for tp in plan.trials}) == 1:
         names.remove("seed")
+    branched = any(tp.branch_of is not None for tp in plan.trials)
     t = Table(title=f"sweep {plan.spec.name}: {len(plan.trials)} trials ({len(plan.skipped)} skipped)")
     t.add_column("trial", no_wrap=True)
     for n in names:
         t.add_column(n.split(".")[-1], justify="right")
-    for col in ("h/i/f", "params G", "FLOPs/step", "steps", "est."):
+    for col in ("h/i/f", "params G", "FLOPs/step", "steps", *(("from step",) if branched else ()), "est."):
         t.add_column(col, justify="right")
     total = 0.0
     for tp in plan.trials:
@@ -74,9 +81,10 @@ def print_plan(result) -> None:
             tp.trial_id[:8],
             *[_short(tp.axes.get(n, "-")) for n in names],
             f"{m.hidden_channels}/{m.inter_channels}/{m.filter_channels}",
-            _si(tp.params_generator),
-            _si(tp.flops_per_step),
+            si(tp.params_generator),
+            si(tp.flops_per_step),
             str(tp.steps or "-"),
+            *((str(tp.branch_step) if tp.branch_step is not None else "-",) if branched else ()),
             _dur(tp.est_seconds),
         )
     console.print(t)
@@ -84,6 +92,19 @@ def print_plan(result) -> None:
         console.print(f"[yellow]skipped[/] {_axes(s.axes)}: {s.reason}")
     for n in plan.notes:
         console.print(f"[dim]note: {n}[/]")
+    nr = param_range(plan)
+    if nr is not None:
+        console.print(
+            f"N (generator parameters): {si(nr['min'])}-{si(nr['max'])}, {nr['ratio']:.2g}x over {nr['sizes']} sizes"
+        )
+        if nr["warning"]:
+            console.print(f"[yellow]warning[/]: {nr['warning']}")
+    fl = branch_flops(plan)
+    if fl is not None:
+        console.print(
+            f"FLOPs: independent runs {si(fl['independent'])}, with WSD branches {si(fl['with_branches'])} "
+            f"(saves {100 * fl['saving']:.0f}%)"
+        )
     if total:
         conc = plan.spec.max_concurrent or 1
         console.print(
@@ -127,7 +148,9 @@ def submit(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="validate and print the trial table; launch nothing"
     ),
-    json_out: bool = typer.Option(False, "--json", help="print JSON (with --dry-run: the list of trials)"),
+    json_out: bool = typer.Option(
+        False, "--json", help="print JSON (with --dry-run: trials, skipped points, notes, N range, FLOPs)"
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="no per-trial progress lines"),
 ) -> None:
     """Validate a sweep, print its trial table and run it (re-submitting a submitted sweep resumes it)."""
@@ -135,7 +158,7 @@ def submit(
         plan_only = submit_sweep(file, address=address, dry_run=True)
         if dry_run:
             if json_out:
-                print_json(plan_only.trials)
+                print_json(plan_summary(plan_only))
             else:
                 print_plan(plan_only)
             return
@@ -249,8 +272,8 @@ def best_cmd(
         t.add_row(
             r["trial"],
             _axes(r["axes"]),
-            _si(r["N"]),
-            _si(r["C"]),
+            si(r["N"]),
+            si(r["C"]),
             f"{r['value']:.4g}",
             f"{m['val_mel_l1']:.4g}" if "val_mel_l1" in m else "-",
             f"{m['dnsmos_ovrl']:.3g}" if "dnsmos_ovrl" in m else "-",

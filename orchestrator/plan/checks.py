@@ -11,7 +11,15 @@ import json
 from model.config import ConfigError, TrialConfig
 from orchestrator.expr import Expr, ExprError
 from orchestrator.plan.estimate import available_hours
-from orchestrator.plan.points import axis_kind, base_config, build_point, constraint_env, sweep_points
+from orchestrator.plan.points import (
+    axis_kind,
+    base_config,
+    build_point,
+    check_value,
+    constraint_env,
+    scale_widths,
+    sweep_points,
+)
 from orchestrator.plan.schema import (
     STAGES,
     SpecError,
@@ -30,6 +38,44 @@ def check_semantics(spec: SweepSpec) -> None:
         check_stages(spec)
     else:
         check_grid(spec)
+    if spec.wsd_branches:
+        check_branches(spec)
+
+
+# config fields a trunk shares with all its branches: they cannot differ between the branches of one trunk
+BRANCH_FIXED = ("train.lr_schedule", "train.warmup_frac", "train.steps")
+
+
+def check_branches(spec: SweepSpec) -> None:
+    """``wsd_branches``: a compute_budget axis, ``train.lr_schedule: wsd`` and a warm-up in steps, no stages."""
+    where = spec.where()
+    if spec.stages is not None:
+        raise SpecError(
+            f"{where}: wsd_branches: not supported together with stages (give the branches their own sweep, "
+            "e.g. of the fine-tune stage with its init_from)"
+        )
+    names = axis_names(spec)
+    if "compute_budget" not in names:
+        raise SpecError(
+            f"{where}: wsd_branches: needs a compute_budget axis (each budget is one cooldown branch of a trunk)"
+        )
+    for n in BRANCH_FIXED:
+        if n in names:
+            raise SpecError(
+                f"{where}: axes.{n}: cannot vary in a sweep with wsd_branches (a trunk serves every budget)"
+            )
+    t = base_config(spec).train
+    schedule = getattr(t, "lr_schedule", None)
+    if schedule != "wsd":
+        raise SpecError(
+            f"{where}: base.train.lr_schedule: wsd_branches needs lr_schedule: wsd (constant lr, then a "
+            f"cooldown per branch); got {schedule!r}"
+        )
+    if getattr(t, "warmup_frac", None) is not None:
+        raise SpecError(
+            f"{where}: base.train.warmup_frac: a trunk serves budgets of different lengths, so give its warm-up "
+            "in steps (train.warmup_steps) and leave warmup_frac unset"
+        )
 
 
 def check_grid(spec: SweepSpec) -> None:
@@ -57,6 +103,12 @@ def check_grid(spec: SweepSpec) -> None:
         for k, v in s.items()
     ]
     for path, k, v in values:  # type-check config-field axes value by value, so the error names the index
+        if k == "size":  # a size the decoder cannot be built at is refused here, naming the value
+            m = cfg.to_dict()["model"]
+            ratio = spec.filter_ratio or m["filter_channels"] / m["hidden_channels"]
+            scale_widths(
+                m, cfg.to_dict()["model"], check_value(k, v, f"{where}: {path}"), ratio, f"{where}: {path}"
+            )
         if axis_kind(k) == "config":
             d = cfg.to_dict()
             section, key = k.split(".")

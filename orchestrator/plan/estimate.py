@@ -5,6 +5,8 @@
 * Corpus size comes from ``model.data.available_hours(data_cfg)`` when the data package provides it; for the
   built-in corpus ``data.builtin_hours`` is known without it.
 * Steps of a budget come from ``model.train.budget.steps_for_budget``, the rule the trainer uses.
+* The N range of the sweep (``param_range``): smallest and largest generator, and a warning when it spans
+  less than 4x.
 * Time = steps x FLOPs per step / achieved FLOP/s + a per-trial overhead. Achieved FLOP/s is the sweep's
   ``estimate.flops_per_s``, else (CPU) a quick matmul measurement x 0.25 (convolutions and small tensors run
   far below peak), else (GPU) 3e13. It is an estimate and labelled as one.
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 
 GPU_FLOPS_PER_S = 3e13  # ~10% of an H100's dense bf16 peak: small convolutional nets, mixed with I/O
 CPU_EFFICIENCY = 0.25
+MIN_N_RATIO = 4.0  # a sweep whose largest generator is under 4x its smallest cannot pin down L(N)
 _cpu_flops: float | None = None
 _measured: dict[str, dict[str, Any]] = {}
 
@@ -98,14 +101,53 @@ def cpu_flops_per_s() -> float:
     return _cpu_flops
 
 
+def trial_seconds(spec, steps: int, flops_per_step: float) -> float:
+    """Estimated wall time of ``steps`` training steps of one trial, plus the per-trial overhead."""
+    rate = spec.estimate.flops_per_s
+    if rate is None:
+        rate = GPU_FLOPS_PER_S if spec.resources.gpu > 0 else cpu_flops_per_s()
+    return steps * flops_per_step / rate + spec.estimate.overhead_s
+
+
+def param_range(plan: Plan, *, min_ratio: float = MIN_N_RATIO) -> dict[str, Any] | None:
+    """The sweep's generator-parameter range (``model.counting``), with a warning below ``min_ratio`` x.
+
+    ``{"min", "max", "ratio", "sizes", "warning"}`` (``warning`` None when the range is wide enough); None when
+    no trial was counted. A fit of L(N) over a narrow range cannot tell the exponent from the constant.
+    """
+    ns = sorted({tp.params_generator for tp in plan.trials if tp.params_generator})
+    if not ns:
+        return None
+    lo, hi = ns[0], ns[-1]
+    ratio = hi / lo
+    warning = None
+    if ratio < min_ratio:
+        warning = (
+            f"N spans {ratio:.2g}x ({si(lo)}-{si(hi)}): a fit of L(N) needs a wider range; add sizes "
+            f"(a `size` axis or wider `width` / `n_layers` values) until the largest is >= {min_ratio:g}x the "
+            "smallest"
+        )
+    return {"min": lo, "max": hi, "ratio": ratio, "sizes": len(ns), "warning": warning}
+
+
+def si(x: float | None, unit: str = "") -> str:
+    """A count as the dry run shows it: ``216k``, ``1.3M``, ``3e+11`` FLOPs as ``300G``; None as ``-``."""
+    if x is None:
+        return "-"
+    for f, p in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= f:
+            return f"{x / f:.3g}{p}{unit}"
+    return f"{x:.3g}{unit}"
+
+
 def estimate_plan(plan: Plan) -> None:
-    """Fill sizes, steps and time for every trial; move points whose budget is below one step to skipped."""
+    """Fill sizes, steps and time for every trial; move points whose budget is below one step to skipped.
+
+    A trial with neither steps nor a budget (a WSD trunk: ``orchestrator.plan.branches`` sets its steps)
+    keeps ``steps`` and the time estimate empty here."""
     from model.train.budget import steps_for_budget  # the model.train package loads torch
 
     spec = plan.spec
-    rate = spec.estimate.flops_per_s
-    if rate is None:
-        rate = GPU_FLOPS_PER_S if spec.resources.gpu > 0 else None
     errors: set[str] = set()
     kept = []
     for tp in plan.trials:
@@ -132,8 +174,7 @@ def estimate_plan(plan: Plan) -> None:
                 continue
             tp.steps = steps_for_budget(t.compute_budget, tp.flops_per_step)
         if tp.steps and tp.flops_per_step:
-            r = rate if rate is not None else cpu_flops_per_s()
-            tp.est_seconds = tp.steps * tp.flops_per_step / r + spec.estimate.overhead_s
+            tp.est_seconds = trial_seconds(spec, tp.steps, tp.flops_per_step)
         kept.append(tp)
     plan.trials = kept
     for e in sorted(errors):

@@ -9,7 +9,7 @@ from orchestrator.plan.checks import skip_reason
 from orchestrator.plan.estimate import estimate_plan
 from orchestrator.plan.points import base_config, build_point, constraint_env, sweep_points
 from orchestrator.plan.schema import SpecError, SweepSpec
-from orchestrator.plan.types import Plan, Skipped, TrialPlan, fmt_value, trial_id_for
+from orchestrator.plan.types import Plan, Skipped, TrialPlan, trial_id_for, trial_name
 
 
 def resolve_grid(spec: SweepSpec, *, count: bool = True) -> Plan:
@@ -25,7 +25,7 @@ def resolve_grid(spec: SweepSpec, *, count: bool = True) -> Plan:
             cfg, axes = build_point(spec, base, point, seed)
             axes = {**axes, "seed": seed}
             tid = trial_id_for(point, seed)
-            name = " ".join(f"{k.split('.')[-1]}={fmt_value(v)}" for k, v in axes.items())
+            name = trial_name(axes)
             if tid in seen:
                 plan.skipped.append(Skipped(tid, axes, seed, f"duplicate of the point {seen[tid]}"))
                 continue

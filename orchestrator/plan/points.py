@@ -1,5 +1,18 @@
 """Axes -> points -> configs: the base config of a sweep, each axis value checked and normalised, the points
 of the grid (``axes`` x ``points`` / ``isoflop`` sizes), and one point applied to the base config.
+
+What the model axes move (``build_point``):
+
+* ``width``: ``model.hidden_channels`` = ``model.inter_channels`` (or a ``{hidden, inter, filter}`` mapping),
+  ``model.filter_channels`` = round(hidden x filter ratio) unless given. The decoder and discriminators stay.
+* ``n_layers`` / ``n_heads``: the text encoder's depth and heads.
+* ``size``: a multiplier ``s`` of the *base* config's widths, the whole model together: hidden = inter =
+  ``s`` x base hidden rounded to a multiple of ``n_heads`` (at least ``n_heads``), filter = round(hidden x
+  filter ratio), ``model.upsample_initial_channel`` = round(``s`` x base; each upsampling stage halves it,
+  so it must stay >= 2^stages) and ``model.disc_width`` = ``s`` x base. Whatever follows the hidden width in
+  the model (the duration predictors where the config says so) follows it. Not combinable with an axis that
+  sets one of those widths itself.
+* ``lr``: ``train.learning_rate`` (> 0).
 """
 
 from __future__ import annotations
@@ -86,8 +99,67 @@ def _number(v: Any, *, integer: bool, minimum: float, path: str, allow_none: boo
     return int(v) if integer else float(v)
 
 
+def _positive(v: Any, path: str) -> float:
+    if isinstance(v, str):
+        try:
+            v = float(v)
+        except ValueError:
+            pass
+    if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
+        raise SpecError(f"{path}: expected a number > 0, got {v!r}")
+    return float(v)
+
+
+# axes that set widths themselves: a ``size`` axis scales them all and cannot be combined with them
+SIZE_MOVES = (
+    "width",
+    "filter_ratio",
+    "filter_channels",
+    "model.hidden_channels",
+    "model.inter_channels",
+    "model.filter_channels",
+    "model.upsample_initial_channel",
+    "model.disc_width",
+)
+# two names for one config field: an axis may use only one of them
+SAME_FIELD = {"lr": "train.learning_rate"}
+
+
+def check_axis_names(names: set[str], where: str) -> None:
+    """Refuse axes that set the same field twice (``lr`` and ``train.learning_rate``, ``size`` and ``width``)."""
+    for short, full in SAME_FIELD.items():
+        if {short, full} <= names:
+            raise SpecError(f"{where}: axes.{full}: the same field as the {short!r} axis; give one of them")
+    if "size" in names:
+        clash = [n for n in SIZE_MOVES if n in names]
+        if clash:
+            raise SpecError(
+                f"{where}: axes.size: scales every width from the base, so it cannot be combined with "
+                f"{clash[0]!r} (set that width in base, or sweep width instead of size)"
+            )
+
+
+def scale_widths(m: dict[str, Any], base: dict[str, Any], size: float, ratio: float, path: str) -> None:
+    """Apply a ``size`` multiplier to the model section ``m`` from the base model section ``base``."""
+    heads = int(m["n_heads"])
+    hidden = max(heads, heads * round(base["hidden_channels"] * size / heads))
+    m["hidden_channels"] = m["inter_channels"] = hidden
+    m["filter_channels"] = max(1, round(hidden * ratio))
+    n_up = len(m["upsample_rates"])
+    up = round(base["upsample_initial_channel"] * size)
+    if up // 2**n_up < 1:
+        raise SpecError(
+            f"{path}: size {size:g} makes model.upsample_initial_channel {up}, but the decoder halves it at "
+            f"each of its {n_up} upsampling stages (needs >= {2**n_up}); use a larger size"
+        )
+    m["upsample_initial_channel"] = up
+    m["disc_width"] = float(base["disc_width"]) * size
+
+
 def check_value(name: str, v: Any, path: str) -> Any:
     """Validate and normalise one axis value (config fields are type-checked when the point is built)."""
+    if name in ("lr", "size", "train.learning_rate"):
+        return _positive(v, path)
     if name == "width":
         if isinstance(v, dict):
             unknown = set(v) - {"hidden", "inter", "filter"}
@@ -135,6 +207,7 @@ def sweep_points(spec: SweepSpec) -> list[dict[str, Any]]:
                 f"{where}: axes.{sorted(overlap)[0]}: also set by {path}; give each axis in one place"
             )
         base_points.append(norm)
+    check_axis_names(set(spec.axes) | {k for _, p in explicit for k in p}, where)
     axes: dict[str, list[Any]] = {}
     for k, values in spec.axes.items():
         try:
@@ -163,6 +236,8 @@ def build_point(spec: SweepSpec, base: TrialConfig, point: dict[str, Any], seed:
             t["compute_budget"], t["steps"] = v, None
         elif name == "steps":
             t["steps"], t["compute_budget"] = v, None
+        elif name == "lr":
+            t["learning_rate"] = v
         elif axis_kind(name) == "config":
             section, key = name.split(".")
             d[section][key] = copy.deepcopy(v)
@@ -177,6 +252,8 @@ def build_point(spec: SweepSpec, base: TrialConfig, point: dict[str, Any], seed:
             m["filter_channels"] = max(1, round(hidden * ratio))
     elif "filter_ratio" in point and "filter_channels" not in point:
         m["filter_channels"] = max(1, round(m["hidden_channels"] * ratio))
+    if "size" in point:
+        scale_widths(m, base.to_dict()["model"], point["size"], ratio, f"{spec.where()}: axes.size")
     t["seed"] = seed
     try:
         cfg = TrialConfig.from_dict(d, strict=True, where="axes")
@@ -199,6 +276,7 @@ def constraint_env(cfg: TrialConfig, point: dict[str, Any], seed: int) -> dict[s
         data_hours=cfg.data.data_hours,
         compute_budget=cfg.train.compute_budget,
         steps=cfg.train.steps,
+        lr=cfg.train.learning_rate,
         seed=seed,
     )
     env.update({k: v for k, v in point.items() if not isinstance(v, dict)})

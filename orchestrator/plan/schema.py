@@ -5,7 +5,10 @@ A sweep is ``base`` settings + ``axes``. ``mode: grid`` takes the cartesian prod
 ``mode: list`` takes the explicit ``points`` (crossed with any ``axes`` given too). ``isoflop`` adds, for
 each compute budget, a list of model sizes. Every point is repeated for each of ``seeds``.
 ``stages`` (pretraining then fine-tuning) replaces the top-level grid with two grids run in order: see
-``StageSpec`` / ``FinetuneStage`` below and ``orchestrator.plan.stages``.
+``StageSpec`` / ``FinetuneStage`` below and ``orchestrator.plan.stages``. ``wsd_branches: true`` trains each
+point once at constant lr (a trunk) and cools down one branch per ``compute_budget`` from the trunk's
+checkpoints: see ``orchestrator.plan.branches``. Stages and branches are the two kinds of *phase*: trials of
+one phase run to completion before the next phase starts (``PHASES``, read by ``orchestrator.driver``).
 
 This module checks the shape of the file only (``validate_spec``); what the values mean (axis names, base
 file, constraints) is checked by ``orchestrator.plan.checks``, and ``orchestrator.plan.load`` does both.
@@ -19,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from analysis.mlflow_contract import BRANCH_COOLDOWN, BRANCH_TRUNK
 from model.config import merge
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -34,11 +38,18 @@ KNOWN_AXES: dict[str, str] = {
     "data_hours": "data.data_hours: nested training subset in hours (null = the whole corpus)",
     "compute_budget": "train.compute_budget in FLOPs; steps = budget // measured FLOPs per step",
     "steps": "train.steps (optimizer steps); clears compute_budget",
+    "lr": "train.learning_rate (> 0); the analysis keeps the best lr per (size, budget, data) point "
+    "(analysis.envelope)",
+    "size": "a multiplier (> 0) of the base widths: hidden = inter (rounded to a multiple of n_heads), "
+    "filter, model.upsample_initial_channel and model.disc_width together",
 }
 OTHER_AXES = "any config field as section.field (e.g. model.disc_width, train.learning_rate), or extra.<name>"
 
 STAGES = ("pretrain", "finetune")  # run order
-MODEL_AXES = ("width", "filter_ratio", "filter_channels", "n_layers", "n_heads")
+BRANCHES = (BRANCH_TRUNK, BRANCH_COOLDOWN)  # run order of a sweep with wsd_branches
+# the axis that names a trial's phase -> the phases in run order (the driver runs one Tuner per phase)
+PHASES: dict[str, tuple[str, ...]] = {"stage": STAGES, "branch": BRANCHES}
+MODEL_AXES = ("width", "filter_ratio", "filter_channels", "n_layers", "n_heads", "size")
 SCRATCH = "scratch"  # the ``from`` of a fine-tune trial trained from scratch (a control)
 
 
@@ -171,6 +182,7 @@ class SweepSpec(_Strict):
     trial_fn: str = "model.train:run_trial"  # advanced: a "module:function" with run_trial's signature
     defs: Any = None  # free-form, ignored: a place for YAML anchors (&sizes) reused below
     stages: Stages | None = None  # pretrain -> finetune; then the top-level axes/points/isoflop stay empty
+    wsd_branches: bool = False  # one constant-lr trunk per point, a cooldown branch per compute_budget
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -275,7 +287,15 @@ def validate_spec(raw: Any, source: str | Path | None = None) -> SweepSpec:
 
 
 # ----------------------------------------------------------------------------------------------------
-# stages: the vocabulary
+# phases (stages, WSD branches): the vocabulary
+
+
+def phase_of(axes: dict[str, Any]) -> tuple[str, str] | None:
+    """(phase axis, phase) of a trial from its axes, e.g. ``("stage", "pretrain")``; None outside phases."""
+    for key in PHASES:
+        if key in axes:
+            return key, str(axes[key])
+    return None
 
 
 def is_model_axis(name: str) -> bool:

@@ -239,7 +239,7 @@ def resolve_stages(spec: SweepSpec, *, count: bool = True) -> Plan:
     return plan
 
 
-def parent_of(cfg: TrialConfig) -> str | None:
+def pretrain_parent(cfg: TrialConfig) -> str | None:
     """The in-sweep pretrain trial a fine-tune trial starts from (None for scratch / external / pretrain)."""
     if stage_of(cfg) != "finetune":
         return None

@@ -27,6 +27,8 @@ class TrialPlan:
     flops_per_step: float | None = None
     steps: int | None = None
     est_seconds: float | None = None
+    branch_step: int | None = None  # a WSD cooldown branch: the trunk step it starts from (planned)
+    branch_of: str | None = None  # ... and its trunk's trial id
 
     def row(self) -> dict[str, Any]:
         m, t, d = self.config.model, self.config.train, self.config.data
@@ -49,7 +51,11 @@ class TrialPlan:
             "steps": self.steps,
             "total_flops": total,
             "est_seconds": self.est_seconds,
-        }
+        } | (
+            {"branch_of": self.branch_of, "branch_step": self.branch_step}
+            if self.branch_of is not None
+            else {}
+        )
 
 
 @dataclass
@@ -112,6 +118,11 @@ def trial_id_for(axes: dict[str, Any], seed: int) -> str:
     """Stable id: a hash of the canonical axis values and the seed (same point -> same id, every submit)."""
     blob = json.dumps({"axes": canon(axes), "seed": int(seed)}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def trial_name(axes: dict[str, Any]) -> str:
+    """A trial's name from its axes: ``width=16 n_layers=2 compute_budget=1e+11 seed=0``."""
+    return " ".join(f"{k.split('.')[-1]}={fmt_value(v)}" for k, v in axes.items())
 
 
 def fmt_value(v: Any) -> str:
