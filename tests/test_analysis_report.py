@@ -258,3 +258,25 @@ def test_nearest_config_varies_the_sweeps_own_architecture():
     target = parameter_counts(cfg)["generator"]["total"]
     out = nearest_config(target, base)
     assert abs(np.log(out["N"] / target)) < 0.5, out
+
+
+def test_cli_allocate_reads_renamed_columns_and_prints_no_internal_names(sweep_csv, tmp_path):
+    """N, D, C under other names are read through --n-col/--d-col/--c-col (the same options as fit, backtest,
+    report); the printed table labels rows in words, not with field names or module paths."""
+    import pandas as pd
+
+    p = tmp_path / "renamed.csv"
+    pd.read_csv(sweep_csv).rename(columns={"N": "params", "D": "seconds", "C": "flops"}).to_csv(
+        p, index=False
+    )
+    args = ["allocate", "--gpu-hours", "10", "--gpu", "h200", "--file", str(p), "--n-boot", "20"]
+    res = _run([*args, "--n-col", "params", "--d-col", "seconds", "--c-col", "flops"])
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    assert "FLOPs per parameter per audio second" in out and "median C/(N*D) over 42 trials" in out
+    assert "H200 SXM dense bf16 peak 9.89e+14" in out and "MFU 0.015" in out
+    for internal in ("counted_by", "model.counting", "config.", "_ci", "N_opt", "budget_flops", "k_source"):
+        assert internal not in out, internal
+    for cmd in ("fit", "allocate", "backtest", "report"):  # one way to name columns, on every table command
+        h = " ".join(_run([cmd, "--help"]).output.split())
+        assert all(o in h for o in ("--n-col", "--d-col", "--c-col")), cmd

@@ -257,6 +257,7 @@ def allocate(
 ) -> None:
     """Compute-optimal N and D for a budget, predicted loss and MOS, and the nearest model config."""
     from analysis.allocate import allocate as _allocate  # scipy: only loaded by the command using it
+    from analysis.allocate import gpu_throughput as _gpu_throughput  # scipy: only loaded by this command
     from analysis.fit import FitRefused  # scipy: only loaded by the command using it
     from analysis.suite import run_suite  # scipy: only loaded by the command using it
 
@@ -268,6 +269,8 @@ def allocate(
         table = _load(
             str(file) if file else sweep, tracking_uri, n_col, d_col, c_col, need=(metric, "N", "D")
         )
+        if gpu_hours is not None:  # an unknown GPU is refused before the fit, unless the table measured it
+            _gpu_throughput(gpu, table, mfu)
         s = run_suite(table, metric, approaches=("3",), singles=False, quality=None, n_boot=n_boot)
         if "approach3" not in s.fits:
             raise FitRefused("allocate", s.refused.get("approach3") or s.refused.get("all", "no fit"))
