@@ -8,8 +8,8 @@ discriminators add FLOPs without adding N), so it is measured, and 6 is used onl
 
 GPU-hours -> FLOPs: the sweep's own measured throughput (median over finished trials whose ``gpu`` /
 ``gpu_name`` / ``system.gpu_name`` column names the GPU of ``steps_per_s * flops_per_step``, else of C / wall
-time) when there is one; otherwise the GPU's dense bf16 peak from
-``GPU_PEAK_FLOPS`` times ``DEFAULT_MFU``, stated as an assumption in the result.
+time) when there is one; otherwise the planning figure of ``analysis.throughput`` (the GPU's dense bf16 peak
+times the VITS MFU assumption, or ``mfu``), stated as an assumption in the result.
 
 Verdict: an allocation is a result only when its Approach 3 fit is determined and its N_opt, D_opt and loss
 intervals are finite and exclude 0 (``analysis.verdict.judge_allocation``). Otherwise the result carries
@@ -29,24 +29,9 @@ import pandas as pd
 from analysis import laws
 from analysis import verdict as V
 from analysis.fit import FitRefused, FitResult
+from analysis.throughput import DEFAULT_ACCELERATOR, accelerator, normalise
 from model.config import ConfigError, DataConfig, ModelConfig, TrialConfig, build_dataclass
 
-# Dense (no sparsity) bf16/fp16 tensor-core peaks from the vendors' data sheets, FLOP/s.
-GPU_PEAK_FLOPS = {
-    "h200": 989e12,  # H200 SXM, same compute as H100 SXM
-    "h100": 989e12,  # H100 SXM5 (PCIe: 756e12)
-    "a100": 312e12,
-    "l40s": 362e12,
-    "a6000": 155e12,  # RTX A6000 (fp16 tensor, fp32 accumulate)
-    "rtx4090": 165e12,  # fp16 tensor, fp32 accumulate
-    "l4": 121e12,
-    "v100": 125e12,
-    "t4": 65e12,
-}
-# Planning assumption when the sweep has no measured throughput on the GPU: VITS training (many small
-# convolutions, a GAN with two optimizer steps, batch of a few clips) reaches far less than a transformer
-# LM's 40-50% model FLOPs utilisation; 25% is a planning figure, replace it with a measured one.
-DEFAULT_MFU = 0.25
 GPU_COLUMNS = ("gpu", "gpu_name", "system.gpu_name", "device_name")
 
 
@@ -61,10 +46,11 @@ def flops_per_param_unit(table: pd.DataFrame | None) -> tuple[float, str]:
 
 
 def gpu_throughput(
-    gpu: str, table: pd.DataFrame | None = None, mfu: float = DEFAULT_MFU
+    gpu: str, table: pd.DataFrame | None = None, mfu: float | None = None
 ) -> tuple[float, str]:
-    """FLOP/s on ``gpu``: measured from the table's trials on that GPU, else peak * mfu (stated)."""
-    key = gpu.lower().replace(" ", "").replace("-", "")
+    """FLOP/s on ``gpu``: measured from the table's trials on that GPU, else the planning figure of
+    ``analysis.throughput`` (peak x ``mfu``, default the table's utilisation assumption), stated as assumed."""
+    key = normalise(gpu)
     if table is not None:
         if {"steps_per_s", "flops_per_step"} <= set(table.columns):
             per_trial = table["steps_per_s"] * table["flops_per_step"]  # training-loop throughput
@@ -76,18 +62,16 @@ def gpu_throughput(
             per_trial = None
         for col in GPU_COLUMNS if per_trial is not None else ():
             if col in table.columns:
-                names = table[col].astype(str).str.lower().str.replace(" ", "").str.replace("-", "")
+                names = table[col].map(normalise)
                 m = names.str.contains(key, regex=False) & np.isfinite(per_trial) & (per_trial > 0)
                 if m.any():
                     tp = float(np.median(per_trial[m]))
                     return tp, f"measured: median {how} of {int(m.sum())} trials on {gpu} ({col!r})"
-    if key not in GPU_PEAK_FLOPS:
-        raise FitRefused(
-            "allocate", f"unknown GPU {gpu!r} and no trials measured on it; known: {sorted(GPU_PEAK_FLOPS)}"
-        )
-    return GPU_PEAK_FLOPS[
-        key
-    ] * mfu, f"assumed: {gpu} dense bf16 peak {GPU_PEAK_FLOPS[key]:.3g} FLOP/s x MFU {mfu}"
+    try:
+        row = accelerator(gpu)
+    except ValueError as e:
+        raise FitRefused("allocate", f"{e}, and no trials in the table measured on it") from None
+    return row.achieved(mfu), row.describe(mfu)
 
 
 def allocate(
@@ -95,11 +79,11 @@ def allocate(
     *,
     budget: float | None = None,
     gpu_hours: float | None = None,
-    gpu: str = "h100",
+    gpu: str = DEFAULT_ACCELERATOR,
     table: pd.DataFrame | None = None,
     two_step=None,
     level: float = 0.9,
-    mfu: float = DEFAULT_MFU,
+    mfu: float | None = None,
     base_config=None,
     exact_count: bool = True,
 ) -> dict[str, Any]:
@@ -387,5 +371,4 @@ def nearest_config(
         "N": int(n),
         "N_target": float(N_target),
         "rel_error": float(n / N_target - 1.0),
-        "counted_by": "model.counting.parameter_counts",
     }

@@ -90,6 +90,62 @@ CASES = [
         2,
         [r"table_not_a_number\.csv", r"column 'val_nelbo', row 3 \(trial b\)", r"'abc' is not a number"],
     ),
+    # a table without the metric column: every table command refuses it the same way, naming the column and the
+    # columns present (fit used to print "not fitted" under a heading; report crashed with a KeyError)
+    *[
+        (
+            f"table-no-metric-{'-'.join(cmd)}",
+            [*cmd, "{bad}/table_no_metric.csv"],
+            2,
+            [
+                r"table_no_metric\.csv",
+                r"no column 'val_nelbo' \(name it with --metric\)",
+                r"columns present: .*'val_mel_l1'",
+            ],
+        )
+        for cmd in (
+            ["fit"],
+            ["fit", "--approach", "3"],
+            ["backtest"],
+            ["report"],
+            ["allocate", "--budget", "1e15", "--file"],
+        )
+    ],
+    # N, D, C named otherwise: the same options on every table command, and a missing one names its option
+    (
+        "table-no-C-names-the-option",
+        ["backtest", "{bad}/table_renamed_columns.csv"],
+        2,
+        [
+            r"table_renamed_columns\.csv",
+            r"no column 'C' \(name it with --c-col\)",
+            r"columns present: .*'flops'",
+        ],
+    ),
+    (
+        "table-renamed-to-a-missing-column",
+        ["report", "{bad}/table_renamed_columns.csv", "--n-col", "params", "--c-col", "flop"],
+        2,
+        [r"table_renamed_columns\.csv", r"no column 'flop' \(for C\)", r"'flops'"],
+    ),
+    (
+        "allocate-unknown-gpu",
+        ["allocate", "--gpu-hours", "10", "--gpu", "tpu9", "--file", "{bad}/table_renamed_columns.csv"]
+        + ["--n-col", "params", "--d-col", "seconds", "--c-col", "flops"],
+        2,
+        [r"unknown accelerator 'tpu9'; known: \[.*'h100'", r"no trials in the table measured on it"],
+    ),
+    (
+        "sweep-unknown-accelerator",
+        ["sweep", "submit", "{bad}/estimate_unknown_accelerator.yaml", "--dry-run"],
+        2,
+        [
+            r"estimate_unknown_accelerator\.yaml",
+            r"estimate\.accelerator",
+            r"unknown accelerator 'tpu9'",
+            r"'h200'",
+        ],
+    ),
     # read-only commands on a sweep that does not exist: say so, create no store (asserted for every case)
     *[
         (

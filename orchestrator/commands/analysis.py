@@ -20,11 +20,27 @@ from orchestrator.commands._common import clean_errors, console, print_json
 
 METRIC_HELP = "metric column to fit (default val_nelbo: the held-out VITS NELBO, see README)"
 
+# One way to name a table's columns, for every command that reads a table (README, "Tables"): a table needs N,
+# D, C and the metric; these options say which of its columns hold N, D and C when they are named otherwise.
+N_COL = typer.Option(None, "--n-col", help="column holding N (generator parameters; default N)")
+D_COL = typer.Option(None, "--d-col", help="column holding D (audio seconds seen; default D)")
+C_COL = typer.Option(None, "--c-col", help="column holding C (training FLOPs; default C)")
 
-def _load(source: str, tracking_uri: str | None, n_col=None, d_col=None, c_col=None):
-    from analysis.table import load  # pandas: only loaded by the command using it
 
-    return load(source, tracking_uri_=tracking_uri, n_col=n_col, d_col=d_col, c_col=c_col)
+def _load(source: str, tracking_uri: str | None, n_col=None, d_col=None, c_col=None, *, need=()):
+    """The table of SOURCE with N, D, C taken from the named columns; a column in ``need`` (the metric, or
+    N/D/C for a command that cannot run without them) that the table lacks is refused here, naming the column,
+    the option that renames it and the columns present, so every command fails the same way (exit 2)."""
+    from analysis.table import TableError, load  # pandas: only loaded by the command using it
+
+    table = load(source, tracking_uri_=tracking_uri, n_col=n_col, d_col=d_col, c_col=c_col)
+    missing = [c for c in dict.fromkeys(need) if c and c not in table.columns]
+    if missing:
+        opt = {"N": "--n-col", "D": "--d-col", "C": "--c-col"}
+        named = ", ".join(f"{c!r} (name it with {opt.get(c, '--metric')})" for c in missing)
+        present = sorted(map(str, table.columns))
+        raise TableError(f"{source}: no column {named}; columns present: {present[:40]}")
+    return table
 
 
 def _curves(source: str, table, metric: str, tracking_uri: str | None):
@@ -109,9 +125,9 @@ def fit(
     source: str = typer.Argument(..., help="sweep name or CSV/Parquet file"),
     metric: str = typer.Option("val_nelbo", "--metric", help=METRIC_HELP),
     approach: str = typer.Option("all", "--approach", help="1, 2, 3 or all"),
-    n_col: str = typer.Option(None, "--n-col", help="column holding N (parameters)"),
-    d_col: str = typer.Option(None, "--d-col", help="column holding D (data seen)"),
-    c_col: str = typer.Option(None, "--c-col", help="column holding C (training FLOPs)"),
+    n_col: str = N_COL,
+    d_col: str = D_COL,
+    c_col: str = C_COL,
     out: Path = typer.Option(None, "--out", help="write fits.json and plots here"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
     n_boot: int = typer.Option(200, "--n-boot", help="bootstrap resamples per fit"),
@@ -125,7 +141,7 @@ def fit(
     if approach not in ("1", "2", "3", "all"):
         raise typer.BadParameter("--approach must be 1, 2, 3 or all")
     with clean_errors(ValueError, FileNotFoundError):
-        table = _load(source, tracking_uri, n_col, d_col, c_col)
+        table = _load(source, tracking_uri, n_col, d_col, c_col, need=(metric,))
         approaches = ("1", "2", "3") if approach == "all" else (approach,)
         curves = _curves(source, table, metric, tracking_uri) if "1" in approaches else None
         s = run_suite(
@@ -171,6 +187,9 @@ def report(
     holdout_above: float = typer.Option(
         None, "--holdout-above", help="backtest: hold out the trials with C above this"
     ),
+    n_col: str = N_COL,
+    d_col: str = D_COL,
+    c_col: str = C_COL,
     tracking_uri: str = typer.Option(None, "--tracking-uri"),
 ) -> None:
     """Write the HTML scaling report (and log it to the sweep's MLflow parent run)."""
@@ -180,7 +199,7 @@ def report(
     )  # matplotlib: only loaded by the command using it
 
     with clean_errors(ValueError, FileNotFoundError):
-        table = _load(source, tracking_uri)
+        table = _load(source, tracking_uri, n_col, d_col, c_col, need=(metric,))
         curves = _curves(source, table, metric, tracking_uri)
         out = out or Path("runs/reports") / Path(source).stem
         path = write_report(
@@ -214,20 +233,31 @@ def _print_answer(out: Path) -> None:
 
 def allocate(
     budget: float = typer.Option(None, "--budget", help="training FLOPs"),
-    gpu_hours: float = typer.Option(None, "--gpu-hours"),
-    gpu: str = typer.Option("h100", "--gpu"),
+    gpu_hours: float = typer.Option(None, "--gpu-hours", help="GPU-hours on --gpu, turned into FLOPs"),
+    gpu: str = typer.Option(
+        "h100",
+        "--gpu",
+        help="accelerator of --gpu-hours: one of analysis/throughput.py (h100, h200, a100, l4, ...)",
+    ),
     sweep: str = typer.Option(None, "--sweep", help="sweep whose trials give the law"),
     file: Path = typer.Option(None, "--file", help="CSV/Parquet table giving the law"),
     metric: str = typer.Option("val_nelbo", "--metric", help=METRIC_HELP),
     quality: str = typer.Option("dnsmos_ovrl", "--quality", help="metric predicted by the two-step chain"),
-    mfu: float = typer.Option(None, "--mfu", help="MFU assumed when the GPU has no measured trials"),
+    mfu: float = typer.Option(
+        None,
+        "--mfu",
+        help="utilisation assumed when the GPU has no measured trials (default: analysis/throughput.py)",
+    ),
     n_boot: int = typer.Option(200, "--n-boot"),
     as_json: bool = typer.Option(False, "--json"),
+    n_col: str = N_COL,
+    d_col: str = D_COL,
+    c_col: str = C_COL,
     tracking_uri: str = typer.Option(None, "--tracking-uri"),
 ) -> None:
     """Compute-optimal N and D for a budget, predicted loss and MOS, and the nearest model config."""
-    from analysis.allocate import DEFAULT_MFU  # scipy: only loaded by the command using it
     from analysis.allocate import allocate as _allocate  # scipy: only loaded by the command using it
+    from analysis.allocate import gpu_throughput as _gpu_throughput  # scipy: only loaded by this command
     from analysis.fit import FitRefused  # scipy: only loaded by the command using it
     from analysis.suite import run_suite  # scipy: only loaded by the command using it
 
@@ -236,7 +266,11 @@ def allocate(
             raise FitRefused("allocate", "give exactly one of --budget FLOPS or --gpu-hours H")
         if (sweep is None) == (file is None):
             raise FitRefused("allocate", "the law comes from your trials: give --sweep NAME or --file TABLE")
-        table = _load(str(file) if file else sweep, tracking_uri)
+        table = _load(
+            str(file) if file else sweep, tracking_uri, n_col, d_col, c_col, need=(metric, "N", "D")
+        )
+        if gpu_hours is not None:  # an unknown GPU is refused before the fit, unless the table measured it
+            _gpu_throughput(gpu, table, mfu)
         s = run_suite(table, metric, approaches=("3",), singles=False, quality=None, n_boot=n_boot)
         if "approach3" not in s.fits:
             raise FitRefused("allocate", s.refused.get("approach3") or s.refused.get("all", "no fit"))
@@ -258,7 +292,7 @@ def allocate(
             gpu=gpu,
             table=s.table,
             two_step=ts,
-            mfu=mfu if mfu is not None else DEFAULT_MFU,
+            mfu=mfu,
         )
     if as_json:
         print_json(res)
@@ -270,29 +304,72 @@ def allocate(
         for r in res["reasons"]:
             console.print(f"  - {r}")
     else:
-        _print_allocation(res)
+        _print_allocation(res, metric)
     if res["verdict"] != "determined":
         raise typer.Exit(2)
 
 
-def _print_allocation(res: dict) -> None:
+# What each allocation field is called in the printed table (``--json`` keeps the field names); a field not
+# listed is printed under its own name, ``None`` is not printed (shown elsewhere, or provenance for machines).
+ALLOCATION_LABELS = {
+    "gpu": "accelerator",
+    "gpu_hours": "GPU-hours",
+    "flops_per_s": "FLOP/s per GPU",
+    "throughput_source": "FLOP/s from",
+    "budget_flops": "budget (training FLOPs)",
+    "k": "k: FLOPs per parameter per audio second (C = k N D)",
+    "k_source": "k from",
+    "level": None,
+    "N_opt": "N: generator parameters",
+    "D_opt": "D: audio seconds seen",
+    "D_opt_hours": "D in hours",
+    "loss": "predicted {metric}",
+    "a": "a (N grows as C^a)",
+    "b": "b (D grows as C^b)",
+    "metric_name": None,
+    "metric": "predicted {metric_name}",
+    "metric_note": "note",
+}
+CONFIG_LABELS = {
+    "width": "nearest config: width (hidden channels)",
+    "depth": "nearest config: depth (encoder and flow layers)",
+    "heads": "nearest config: attention heads",
+    "filter_channels": "nearest config: filter channels",
+    "upsample_initial_channel": "nearest config: decoder channels",
+    "N": "nearest config: generator parameters",
+    "N_target": None,
+    "rel_error": "nearest config: off N by",
+}
+
+
+def _print_allocation(res: dict, metric: str) -> None:
+    """The allocation as a two-column table with words for labels, intervals beside their values."""
     from rich.table import Table
 
     from analysis.verdict import interval_text  # only the allocate command needs it
 
     lv = round(res["level"] * 100)
+    names = {"metric": metric, "metric_name": res.get("metric_name", "")}
     t = Table(title="compute-optimal allocation (determined)")
     t.add_column("quantity")
     t.add_column("value", justify="right")
-    for k, v in res.items():
-        if k in ("config", "reasons", "verdict"):
+    rows = [
+        (ALLOCATION_LABELS.get(k, k), k, v)
+        for k, v in res.items()
+        if k not in ("config", "reasons", "verdict")
+    ]
+    rows += [(CONFIG_LABELS.get(k, f"nearest config: {k}"), k, v) for k, v in res["config"].items()]
+    for label, k, v in rows:
+        if label is None:
             continue
+        label = label.format(**names)
         if k.endswith("_ci"):
-            t.add_row(f"{k} ({lv}% interval)", interval_text(*(v or (None, None))))
+            base = ALLOCATION_LABELS.get(k[:-3], k[:-3]).format(**names)
+            t.add_row(f"{base}: {lv}% interval", interval_text(*(v or (None, None))))
+        elif k == "rel_error":
+            t.add_row(label, f"{v:+.1%}")
         else:
-            t.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
-    for k, v in res["config"].items():
-        t.add_row(f"config.{k}", f"{v:.4g}" if isinstance(v, float) else str(v))
+            t.add_row(label, f"{v:.4g}" if isinstance(v, float) else str(v))
     console.print(t)
 
 
@@ -304,6 +381,9 @@ def backtest(
     loss: str = typer.Option("val_nelbo", "--loss", help="loss of the two-step chain's first step"),
     n_boot: int = typer.Option(200, "--n-boot"),
     as_json: bool = typer.Option(False, "--json"),
+    n_col: str = N_COL,
+    d_col: str = D_COL,
+    c_col: str = C_COL,
     tracking_uri: str = typer.Option(None, "--tracking-uri"),
 ) -> None:
     """Fit on the smaller-compute trials, predict the held-out largest ones, score every law."""
@@ -312,7 +392,9 @@ def backtest(
     from analysis.table import usable  # pandas: only loaded by the command using it
 
     with clean_errors(ValueError, FileNotFoundError):
-        table, env = collapse_lr(usable(_load(source, tracking_uri)), metric)  # the best lr per point
+        table, env = collapse_lr(
+            usable(_load(source, tracking_uri, n_col, d_col, c_col, need=(metric, "C"))), metric
+        )  # the best lr per point
         res = _backtest(
             table, metric, holdout_top=holdout_top, holdout_above=holdout_above, loss=loss, n_boot=n_boot
         )

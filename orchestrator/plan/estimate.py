@@ -8,8 +8,10 @@
 * The N range of the sweep (``param_range``): smallest and largest generator, and a warning when it spans
   less than 4x.
 * Time = steps x FLOPs per step / achieved FLOP/s + a per-trial overhead. Achieved FLOP/s is the sweep's
-  ``estimate.flops_per_s``, else (CPU) a quick matmul measurement x 0.25 (convolutions and small tensors run
-  far below peak), else (GPU) 3e13. It is an estimate and labelled as one.
+  ``estimate.flops_per_s``, else the planning figure of its ``estimate.accelerator`` in the one throughput
+  table (``analysis.throughput``: peak x the VITS utilisation assumption), else (GPU) that table's default
+  accelerator, else (CPU) a quick matmul measurement x the table's CPU utilisation (convolutions and small
+  tensors run far below a matmul). It is an estimate and labelled as one.
 """
 
 from __future__ import annotations
@@ -21,12 +23,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from analysis.throughput import ACCELERATORS, CPU_UTILISATION, DEFAULT_ACCELERATOR, accelerator
 from orchestrator.plan.types import Plan, Skipped
 
 log = logging.getLogger(__name__)
 
-GPU_FLOPS_PER_S = 3e13  # ~10% of an H100's dense bf16 peak: small convolutional nets, mixed with I/O
-CPU_EFFICIENCY = 0.25
 MIN_N_RATIO = 4.0  # a sweep whose largest generator is under 4x its smallest cannot pin down L(N)
 _cpu_flops: float | None = None
 _measured: dict[str, dict[str, Any]] = {}
@@ -85,7 +86,7 @@ def measure(cfg) -> dict[str, Any]:
 
 
 def cpu_flops_per_s() -> float:
-    """Achieved single-trial FLOP/s on this CPU (fp32 matmul, one thread per trial CPU) x efficiency."""
+    """Achieved single-trial FLOP/s on this CPU: an fp32 matmul measured now x ``CPU_UTILISATION``."""
     global _cpu_flops
     if _cpu_flops is None:
         import torch  # heavy: only when a CPU estimate is asked for
@@ -97,15 +98,18 @@ def cpu_flops_per_s() -> float:
         while time.perf_counter() - t0 < 0.2:
             a @ b
             reps += 1
-        _cpu_flops = 2 * n**3 * reps / (time.perf_counter() - t0) * CPU_EFFICIENCY
+        _cpu_flops = 2 * n**3 * reps / (time.perf_counter() - t0) * CPU_UTILISATION
     return _cpu_flops
 
 
 def trial_seconds(spec, steps: int, flops_per_step: float) -> float:
     """Estimated wall time of ``steps`` training steps of one trial, plus the per-trial overhead."""
-    rate = spec.estimate.flops_per_s
+    est = spec.estimate
+    rate = est.flops_per_s
+    if rate is None and est.accelerator:
+        rate = accelerator(est.accelerator).achieved()
     if rate is None:
-        rate = GPU_FLOPS_PER_S if spec.resources.gpu > 0 else cpu_flops_per_s()
+        rate = ACCELERATORS[DEFAULT_ACCELERATOR].achieved() if spec.resources.gpu > 0 else cpu_flops_per_s()
     return steps * flops_per_step / rate + spec.estimate.overhead_s
 
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from analysis.mlflow_contract import BRANCH_COOLDOWN, BRANCH_TRUNK
+from analysis.throughput import accelerator
 from model.config import merge
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -94,11 +95,21 @@ class IsoflopLevel(_Strict):
 
 
 class Estimate(_Strict):
-    flops_per_s: float | None = Field(
-        None, gt=0
-    )  # achieved FLOP/s per trial; None: measured (CPU) / 3e13 (GPU)
+    """How the dry run turns FLOPs into time: ``flops_per_s`` (achieved FLOP/s per trial, e.g. measured) wins;
+    else the planning figure of the ``accelerator`` row of ``analysis.throughput``; else that table's default
+    GPU (``resources.gpu > 0``) or a matmul measured on this CPU (``orchestrator.plan.estimate``)."""
+
+    flops_per_s: float | None = Field(None, gt=0)
+    accelerator: str | None = None  # a key of analysis.throughput.ACCELERATORS (h100, h200, a100, l4, ...)
     overhead_s: float = Field(20.0, ge=0)  # per-trial start-up + evaluation
     count: bool = True  # measure params / FLOPs per step before launch (model.counting)
+
+    @field_validator("accelerator")
+    @classmethod
+    def _known_accelerator(cls, v: str | None) -> str | None:
+        if v is not None:
+            accelerator(v)  # ValueError naming the known ones
+        return v
 
 
 class StageSpec(_Strict):
