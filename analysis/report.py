@@ -376,6 +376,8 @@ def _noise_section(noise: dict[str, Any]) -> str:
     h = "<h2>Seed-to-seed noise</h2>"
     if noise.get("reason"):
         return h + f"<p>Not measured: {html.escape(noise['reason'])}.</p>"
+    if not noise.get("seed_column"):  # the suite stopped before it (nothing could be fitted)
+        return h + "<p>Not measured: the analysis stopped before grouping seed repeats.</p>"
     rows = [
         [m, _pct(r.get("rel_std")), r.get("n_points", "-"), r.get("n_trials", "-"), r.get("reason", "")]
         for m, r in noise.get("metrics", {}).items()
@@ -383,7 +385,7 @@ def _noise_section(noise: dict[str, Any]) -> str:
     return (
         h
         + f"<p>Trials that differ only in <code>{html.escape(str(noise['seed_column']))}</code>, grouped by "
-        + html.escape(", ".join(noise["keys"]))
+        + html.escape(", ".join(noise.get("keys", [])))
         + "; relative standard deviation across seeds, pooled over the points with repeats.</p>"
         + _table(["metric", "seed-to-seed rel. std", "points", "trials", "note"], rows)
     )
