@@ -19,6 +19,13 @@ from orchestrator.runs import STATUS_METRICS, best, locate, sweep_status
 from orchestrator.state import SweepNotFound
 from orchestrator.tracking import Tracker, TrackingError, TrackingUnavailable, local_artifact_root
 
+ALLOW_TRIAL_FN = typer.Option(
+    False,
+    "--allow-trial-fn",
+    help="run the sweep's own `trial_fn` (code it names); without it such a sweep is refused "
+    "(or set VITS_SCALING_ALLOW_TRIAL_FN=1). The dry run only checks that it resolves",
+)
+
 sweep_app = typer.Typer(help="Submit, watch, resume and cancel sweeps.", no_args_is_help=True)
 
 
@@ -178,10 +185,19 @@ def submit(
         False, "--json", help="print JSON (with --dry-run: trials, skipped points, notes, N range, FLOPs)"
     ),
     quiet: bool = typer.Option(False, "--quiet", help="no per-trial progress lines"),
+    allow_trial_fn: bool = ALLOW_TRIAL_FN,
+    base_root: list[Path] = typer.Option(
+        [],
+        "--base-root",
+        help="a directory tree (besides the sweep file's own) that the sweep's base file may be read from; "
+        "repeatable",
+    ),
 ) -> None:
     """Validate a sweep, print its trial table and run it (re-submitting a submitted sweep resumes it)."""
     with _errors():
-        plan_only = submit_sweep(file, address=address, dry_run=True)
+        plan_only = submit_sweep(
+            file, address=address, dry_run=True, allow_trial_fn=allow_trial_fn, base_roots=tuple(base_root)
+        )
         if dry_run:
             if json_out:
                 print_json(plan_summary(plan_only))
@@ -190,7 +206,12 @@ def submit(
             return
         if not json_out:
             print_plan(plan_only)
-        result = submit_sweep(plan_only.plan.spec, address=address, progress=not (quiet or json_out))
+        result = submit_sweep(
+            plan_only.plan.spec,
+            address=address,
+            progress=not (quiet or json_out),
+            allow_trial_fn=allow_trial_fn,
+        )
     if json_out:
         print_json(result.to_dict())
     else:
@@ -238,10 +259,17 @@ def resume(
     storage: str | None = typer.Option(None, "--storage"),
     json_out: bool = typer.Option(False, "--json"),
     quiet: bool = typer.Option(False, "--quiet"),
+    allow_trial_fn: bool = ALLOW_TRIAL_FN,
 ) -> None:
     """Continue a sweep: finished trials are kept, unfinished and failed ones continue from checkpoints."""
     with _errors():
-        result = resume_sweep(name, address=address, storage=storage, progress=not (quiet or json_out))
+        result = resume_sweep(
+            name,
+            address=address,
+            storage=storage,
+            progress=not (quiet or json_out),
+            allow_trial_fn=allow_trial_fn,
+        )
     if json_out:
         print_json(result.to_dict())
     else:
