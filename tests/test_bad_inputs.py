@@ -220,6 +220,21 @@ def test_resume_needs_the_consent_recorded(tmp_path: Path, monkeypatch):
         resume_sweep(d, progress=False)
     assert "trial_fn_allowed" not in st.load_state(d)
 
+    import orchestrator.driver as drv
+
+    class Ran(Exception):
+        pass
+
+    def fake_run(sweep_dir, **kw):  # stands in for Ray: resume got past the consent check
+        raise Ran(st.load_state(sweep_dir).get("trial_fn_allowed"))
+
+    monkeypatch.setattr(drv, "_run", fake_run)
+    with pytest.raises(Ran) as e:
+        resume_sweep(d, progress=False, allow_trial_fn=True)
+    assert e.value.args == (True,)  # the consent given now is recorded before the sweep runs
+    with pytest.raises(Ran):
+        resume_sweep(d, progress=False)  # ... and a later resume needs no flag
+
 
 def test_base_file_confined_and_never_echoed(tmp_path: Path):
     """A base file reached through a symlink out of the tree is refused; one in a tree the user allows with
