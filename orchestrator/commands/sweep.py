@@ -182,7 +182,9 @@ def submit(
         False, "--dry-run", help="validate and print the trial table; launch nothing"
     ),
     json_out: bool = typer.Option(
-        False, "--json", help="print JSON (with --dry-run: trials, skipped points, notes, N range, FLOPs)"
+        False,
+        "--json",
+        help="print JSON (with --dry-run: trials, skipped points, notes, N range, FLOPs, estimate totals)",
     ),
     quiet: bool = typer.Option(False, "--quiet", help="no per-trial progress lines"),
     allow_trial_fn: bool = ALLOW_TRIAL_FN,
