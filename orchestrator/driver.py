@@ -38,7 +38,18 @@ from model.config import TrialConfig
 from orchestrator import state as st
 from orchestrator.plan import PHASES, Plan, SpecError, SweepSpec, load_spec, phase_of, resolve
 from orchestrator.tracking import Tracker
-from orchestrator.trial import TuneSink, check_parent, load_trial_fn, restore_checkpoint, run_tracked
+from orchestrator.trial import (
+    ALLOW_TRIAL_FN_ENV,
+    DEFAULT_TRIAL_FN,
+    TuneSink,
+    check_parent,
+    find_trial_fn,
+    load_trial_fn,
+    restore_checkpoint,
+    run_tracked,
+    split_trial_fn,
+    trial_fn_allowed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +124,9 @@ class SweepResult:
 
 
 def _trial_fn_root(trial_fn: str) -> list[str]:
-    """sys.path entry that makes the trial function's module importable in Ray workers."""
-    mod = trial_fn.partition(":")[0] if ":" in trial_fn else trial_fn.rpartition(".")[0]
+    """sys.path entry that makes the trial function's module importable in Ray workers (imports it: only
+    after ``check_trial_fn`` has found the user's consent)."""
+    mod = split_trial_fn(trial_fn)[0]
     load_trial_fn(trial_fn)  # fail before launch if it cannot be imported here
     m = sys.modules[mod]
     f = getattr(m, "__file__", None)
@@ -124,6 +136,29 @@ def _trial_fn_root(trial_fn: str) -> list[str]:
     for _ in range(mod.count(".") + (1 if Path(f).name == "__init__.py" else 0)):
         root = root.parent
     return [str(root)]
+
+
+def check_trial_fn(spec: SweepSpec, *, allowed: bool, dry_run: bool) -> str | None:
+    """A sweep's own ``trial_fn`` is code the sweep runs in every trial: check it resolves (without running
+    it, ``find_trial_fn``) and, unless this is a dry run, refuse it without the user's consent (``allowed``:
+    ``--allow-trial-fn``, ``VITS_SCALING_ALLOW_TRIAL_FN=1`` or an explicit ``trial_fn=`` from the caller;
+    never the sweep file). Returns the note a dry run prints, or None for the project's own trial."""
+    if spec.trial_fn == DEFAULT_TRIAL_FN:
+        return None
+    where = f"{spec.where()}: trial_fn"
+    try:
+        origin = find_trial_fn(spec.trial_fn)
+    except SpecError as e:
+        raise SpecError(f"{where}: {e}") from None
+    what = f"{spec.trial_fn!r} runs code from {origin or 'module ' + split_trial_fn(spec.trial_fn)[0]}"
+    if allowed:
+        return f"trial_fn {what} in every trial (allowed)"
+    if dry_run:
+        return f"trial_fn {what} in every trial: submitting needs --allow-trial-fn ({ALLOW_TRIAL_FN_ENV}=1)"
+    raise SpecError(
+        f"{where}: {what} in every trial; a sweep file cannot allow that itself: pass --allow-trial-fn to "
+        f"`vits-scaling sweep submit` (or set {ALLOW_TRIAL_FN_ENV}=1 in your environment) if you trust it"
+    )
 
 
 def _skipped_rows(plan: Plan) -> list[dict[str, Any]]:
@@ -137,15 +172,25 @@ def submit_sweep(
     progress: bool = True,
     *,
     trial_fn: str | None = None,
+    allow_trial_fn: bool = False,
+    base_roots: tuple[str | Path, ...] = (),
 ) -> SweepResult:
-    """Validate, plan and run a sweep (or with ``dry_run`` only plan it). Re-submitting the same sweep resumes it."""
+    """Validate, plan and run a sweep (or with ``dry_run`` only plan it). Re-submitting the same sweep resumes it.
+
+    A ``trial_fn`` other than the project's own that comes from the sweep runs only with ``allow_trial_fn``
+    (or ``VITS_SCALING_ALLOW_TRIAL_FN=1``); one passed here as ``trial_fn=`` is the caller's own choice.
+    ``base_roots``: directory trees besides the sweep file's that its base file may be read from (a path)."""
     t0 = time.time()
     spec = spec_or_path if isinstance(spec_or_path, SweepSpec) else None
     if spec is None:
-        spec = load_spec(spec_or_path)
+        spec = load_spec(spec_or_path, base_roots=base_roots)
     if trial_fn:
         spec.trial_fn = trial_fn
+    allowed = trial_fn_allowed(allow_trial_fn or bool(trial_fn))
+    trial_fn_note = check_trial_fn(spec, allowed=allowed, dry_run=dry_run)
     plan = resolve(spec)
+    if trial_fn_note:
+        plan.notes.append(trial_fn_note)
     sweep_dir = plan.sweep_dir
     if dry_run:
         return SweepResult(
@@ -175,7 +220,7 @@ def submit_sweep(
             )
         if progress:
             print(f"sweep {spec.name!r} exists in {sweep_dir}: resuming it", flush=True)
-        return resume_sweep(sweep_dir, address=address, progress=progress)
+        return resume_sweep(sweep_dir, address=address, progress=progress, allow_trial_fn=allowed)
 
     tracker = Tracker(plan.tracking_uri)
     parent = tracker.sweep_run(spec.experiment, spec.name, tags=dict(spec.tags))
@@ -211,6 +256,7 @@ def submit_sweep(
         "experiment": spec.experiment,
         "parent_run_id": parent,
         "trial_fn": spec.trial_fn,
+        "trial_fn_allowed": allowed and spec.trial_fn != DEFAULT_TRIAL_FN,  # the consent, kept for resume
         "sys_path": sys_path,
         "cwd": os.getcwd(),
         "address": address or spec.ray_address,
@@ -253,12 +299,29 @@ def _log_parent(tracker: Tracker, parent: str, spec: SweepSpec, plan: Plan, swee
 
 
 def resume_sweep(
-    name: str | Path, address: str | None = None, progress: bool = True, storage: str | None = None
+    name: str | Path,
+    address: str | None = None,
+    progress: bool = True,
+    storage: str | None = None,
+    *,
+    allow_trial_fn: bool = False,
 ) -> SweepResult:
-    """``Tuner.restore``: finished trials are kept, unfinished and errored ones continue from checkpoints."""
+    """``Tuner.restore``: finished trials are kept, unfinished and errored ones continue from checkpoints.
+
+    A sweep with its own ``trial_fn`` resumes when it was submitted with consent (kept in its state as
+    ``trial_fn_allowed``) or when ``allow_trial_fn`` gives it now (then recorded)."""
     t0 = time.time()
     sweep_dir = st.find_sweep(str(name), storage)
     state = st.load_state(sweep_dir)
+    fn = state.get("trial_fn") or DEFAULT_TRIAL_FN
+    if fn != DEFAULT_TRIAL_FN and not state.get("trial_fn_allowed"):
+        if not trial_fn_allowed(allow_trial_fn):
+            raise SpecError(
+                f"{sweep_dir / st.STATE_FILE}: trial_fn: {fn!r} runs its own code in every trial and this "
+                f"sweep was not submitted with consent: pass --allow-trial-fn to `vits-scaling sweep resume` "
+                f"(or set {ALLOW_TRIAL_FN_ENV}=1) if you trust it"
+            )
+        st.update_state(sweep_dir, trial_fn_allowed=True)
     (sweep_dir / st.CANCEL_FILE).unlink(missing_ok=True)
     result = _run(sweep_dir, restore=True, address=address or state.get("address"), progress=progress)
     result.wall_s = time.time() - t0

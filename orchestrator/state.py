@@ -69,7 +69,7 @@ def find_sweep(name: str, storage: str | Path | None = None) -> Path:
     if (p / STATE_FILE).exists():
         return p.resolve()
     if p.suffix in (".yaml", ".yml") and p.exists():
-        spec = load_spec(p)
+        spec = load_spec(p, check=False)  # its name and storage only: nothing it points to is read
         d = Path(storage or spec.storage_path).expanduser().resolve() / spec.name
         if (d / STATE_FILE).exists():
             return d

@@ -7,14 +7,17 @@ Tune sink touches Ray, and only when a trial runs under Tune.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +35,95 @@ PARAM_SKIP = ("tracking.", "axes.")
 PARAM_SKIP_TOP = {"name", "trial_id", "sweep", "output_dir"}
 
 
-def load_trial_fn(spec: str):
-    """``"package.module:function"`` (or dotted ``package.module.function``) -> the callable."""
+DEFAULT_TRIAL_FN = "model.train:run_trial"  # the project's own trial: needs no consent
+ALLOW_TRIAL_FN_ENV = "VITS_SCALING_ALLOW_TRIAL_FN"  # the user's standing consent (1), outside any sweep file
+
+
+def split_trial_fn(spec: str) -> tuple[str, str]:
+    """``"package.module:function"`` (or dotted ``package.module.function``) -> (module, function)."""
     mod, _, fn = spec.partition(":") if ":" in spec else spec.rpartition(".")
+    if not (mod and fn.isidentifier() and all(p.isidentifier() for p in mod.split("."))):
+        raise SpecError(f"trial_fn {spec!r}: expected 'package.module:function'")
+    return mod, fn
+
+
+def load_trial_fn(spec: str):
+    """``"package.module:function"`` (or dotted ``package.module.function``) -> the callable (imports it)."""
+    mod, fn = split_trial_fn(spec)
     try:
         return getattr(importlib.import_module(mod), fn)
     except (ImportError, AttributeError) as e:
         raise SpecError(f"trial_fn {spec!r}: cannot import ({type(e).__name__}: {e})") from None
+
+
+def trial_fn_allowed(allow: bool = False) -> bool:
+    """Whether the user consents to a sweep's own ``trial_fn``: ``--allow-trial-fn`` (``allow``) or
+    ``VITS_SCALING_ALLOW_TRIAL_FN=1`` in the environment; never anything the sweep file itself says."""
+    return allow or os.environ.get(ALLOW_TRIAL_FN_ENV, "") == "1"
+
+
+def find_trial_fn(spec: str) -> str | None:
+    """Check that ``trial_fn`` resolves **without running any of its code**; returns the module's file.
+
+    The module is looked up on ``sys.path`` with ``importlib.machinery.PathFinder`` one package at a time
+    (``importlib.util.find_spec`` would import, i.e. run, the parent packages), and the function is looked
+    for as a top-level name (``def``, ``class``, assignment or import) in the module's source, parsed with
+    ``ast``, not executed. A module without Python source (an extension) is found but its attribute is not
+    checked; a module already imported is checked by attribute. A name the module only creates at run time
+    (``globals()[...]``, ``from x import *``) is not seen, so it is refused (the error says how it looked).
+    """
+    mod, fn = split_trial_fn(spec)
+    if mod in sys.modules:
+        if not hasattr(sys.modules[mod], fn):
+            raise SpecError(f"trial_fn {spec!r}: module {mod!r} has no attribute {fn!r}")
+        return getattr(sys.modules[mod], "__file__", None)
+    parts, path, found = mod.split("."), None, None
+    for i in range(len(parts)):
+        name = ".".join(parts[: i + 1])
+        loaded = sys.modules.get(name)
+        if loaded is not None and loaded.__spec__:
+            found = loaded.__spec__
+        else:  # by its last part in the parent's directories: a dotted name would make importlib look the
+            # parent up in sys.modules (for a namespace package's path), i.e. need it imported
+            found = PathFinder.find_spec(parts[i], path)
+        if found is None:
+            raise SpecError(f"trial_fn {spec!r}: no module {name!r} on the Python path")
+        locations = found.submodule_search_locations
+        path = list(locations) if locations is not None else None
+        if path is None and i < len(parts) - 1:
+            raise SpecError(f"trial_fn {spec!r}: {name!r} is a module, not a package")
+    origin = found.origin if found.has_location else None
+    if not origin or not origin.endswith(".py"):
+        return origin
+    try:
+        tree = ast.parse(Path(origin).read_bytes(), filename=origin)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise SpecError(f"trial_fn {spec!r}: cannot read {origin} ({type(e).__name__})") from None
+    if fn not in top_level_names(tree.body):
+        raise SpecError(
+            f"trial_fn {spec!r}: {origin} defines no top-level {fn!r} (looked for def, class, assignment or "
+            "import, without running the module)"
+        )
+    return origin
+
+
+def top_level_names(body: list[ast.stmt]) -> set[str]:
+    """Names a module body binds at import (also inside top-level ``if``/``try``/``with`` blocks)."""
+    out: set[str] = set()
+    for node in body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            out.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            out |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            out |= {(a.asname or a.name).split(".")[0] for a in node.names if a.name != "*"}
+        elif isinstance(node, ast.If | ast.Try | ast.With):
+            for block in ("body", "orelse", "finalbody"):
+                out |= top_level_names(getattr(node, block, []))
+            for h in getattr(node, "handlers", []):
+                out |= top_level_names(h.body)
+    return out
 
 
 def trial_params(cfg: TrialConfig) -> dict[str, Any]:

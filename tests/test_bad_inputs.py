@@ -146,6 +146,43 @@ CASES = [
             r"'h200'",
         ],
     ),
+    # a sweep's own trial_fn is code: refused without the user's consent, checked without running it
+    (
+        "trial-fn-needs-consent",
+        ["sweep", "submit", "{bad}/trial_fn_untrusted.yaml"],
+        2,
+        [r"trial_fn_untrusted\.yaml: trial_fn:", r"evil_trial\.py", r"--allow-trial-fn"],
+    ),
+    (
+        "trial-fn-missing-module",
+        ["sweep", "submit", "{bad}/trial_fn_missing_module.yaml", "--dry-run"],
+        2,
+        [r"trial_fn_missing_module\.yaml: trial_fn:", r"no module 'tests\.bad_inputs\.no_such_module'"],
+    ),
+    (
+        "trial-fn-missing-function",
+        ["sweep", "submit", "{bad}/trial_fn_missing_function.yaml", "--dry-run", "--allow-trial-fn"],
+        2,
+        [r"trial_fn_missing_function\.yaml: trial_fn:", r"defines no top-level 'no_such_function'"],
+    ),
+    # a base file is read only from the sweep file's own directory tree (or a --base-root given by the user)
+    (
+        "base-outside-sweep-tree",
+        ["sweep", "submit", "{bad}/base_outside.yaml", "--dry-run"],
+        2,
+        [
+            r"base_outside\.yaml: base\.file: '\.\./\.\./pyproject\.toml'",
+            r"outside the sweep's directory tree",
+            r"--base-root DIR",
+            r"nothing was read",
+        ],
+    ),
+    (
+        "base-absolute-elsewhere",
+        ["sweep", "submit", "{bad}/base_absolute.yaml", "--dry-run"],
+        2,
+        [r"base_absolute\.yaml: base\.file: '/etc/passwd' resolves to /etc/passwd, outside", r"--base-root"],
+    ),
     # read-only commands on a sweep that does not exist: say so, create no store (asserted for every case)
     *[
         (
@@ -160,7 +197,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_through_cli(case, tmp_path: Path):
+def test_bad_input_through_cli(case, tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("VITS_SCALING_ALLOW_TRIAL_FN", raising=False)  # consent only from the case's own args
     _, args, code, patterns = case
     args = [a.replace("{bad}", str(BAD)) for a in args]
     p = cli(*args, cwd=tmp_path, check=False, timeout=300)  # an expression bomb that were computed would hang
@@ -171,6 +209,117 @@ def test_bad_input_through_cli(case, tmp_path: Path):
     for pat in patterns:
         assert re.search(pat, flat), f"{pat!r} not in: {flat}"
     assert not (tmp_path / "runs").exists(), "a refused input must not create a store"
+    assert not (tmp_path / "IMPORTED_evil_trial").exists(), "a sweep's trial_fn ran without consent"
+
+
+def test_trial_fn_dry_run_resolves_without_running(tmp_path: Path, monkeypatch):
+    """The dry run of a sweep with its own trial_fn succeeds, says what submitting needs, and runs none of it."""
+    monkeypatch.delenv("VITS_SCALING_ALLOW_TRIAL_FN", raising=False)
+    p = cli("sweep", "submit", str(BAD / "trial_fn_untrusted.yaml"), "--dry-run", cwd=tmp_path, check=False)
+    out = " ".join((p.stdout + p.stderr).split())
+    assert p.returncode == 0, out
+    assert re.search(
+        r"note: trial_fn 'tests\.bad_inputs\.evil_trial:run_trial' runs code from \S*evil_trial\.py", out
+    )
+    assert "submitting needs --allow-trial-fn" in out
+    assert not (tmp_path / "IMPORTED_evil_trial").exists() and not (tmp_path / "runs").exists()
+
+
+def test_find_trial_fn_runs_no_package_code(tmp_path: Path, monkeypatch):
+    """Neither the module nor its parent packages are executed; names are read from the source."""
+    import sys
+
+    from orchestrator.plan import SpecError
+    from orchestrator.trial import find_trial_fn
+
+    pkg = tmp_path / "sidefx_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise SystemExit('package code ran')\n")
+    (pkg / "trials.py").write_text(
+        "raise SystemExit('module code ran')\n"
+        "def run_trial(cfg, sink, resume=True): ...\n"
+        "if True:\n    alias = run_trial\n"
+        "try:\n    from os import path as other\nexcept ImportError:\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert find_trial_fn("sidefx_pkg.trials:run_trial") == str(pkg / "trials.py")
+    assert find_trial_fn("sidefx_pkg.trials.alias") == str(pkg / "trials.py")
+    assert find_trial_fn("sidefx_pkg.trials:other")
+    with pytest.raises(SpecError, match="defines no top-level 'nope'"):
+        find_trial_fn("sidefx_pkg.trials:nope")
+    with pytest.raises(SpecError, match="no module 'sidefx_pkg.absent'"):
+        find_trial_fn("sidefx_pkg.absent:run_trial")
+    with pytest.raises(SpecError, match="expected 'package.module:function'"):
+        find_trial_fn("sidefx_pkg.trials:")
+    assert "sidefx_pkg" not in sys.modules and "sidefx_pkg.trials" not in sys.modules
+
+
+def test_resume_needs_the_consent_recorded(tmp_path: Path, monkeypatch):
+    """A sweep state with a custom trial_fn and no recorded consent is refused on resume (before any Ray),
+    naming the state file and the flag; the project's own trial_fn needs none."""
+    import json
+
+    from orchestrator import state as st
+    from orchestrator.driver import resume_sweep
+    from orchestrator.plan import SpecError
+
+    monkeypatch.delenv("VITS_SCALING_ALLOW_TRIAL_FN", raising=False)
+    d = tmp_path / "sweeps" / "s"
+    d.mkdir(parents=True)
+    (d / st.STATE_FILE).write_text(
+        json.dumps({"name": "s", "trial_fn": "tests.bad_inputs.evil_trial:run_trial"})
+    )
+    (d / st.TRIALS_FILE).write_text("{}")
+    with pytest.raises(SpecError, match=r"sweep\.json: trial_fn: .*--allow-trial-fn"):
+        resume_sweep(d, progress=False)
+    assert "trial_fn_allowed" not in st.load_state(d)
+
+    import orchestrator.driver as drv
+
+    class Ran(Exception):
+        pass
+
+    def fake_run(sweep_dir, **kw):  # stands in for Ray: resume got past the consent check
+        raise Ran(st.load_state(sweep_dir).get("trial_fn_allowed"))
+
+    monkeypatch.setattr(drv, "_run", fake_run)
+    with pytest.raises(Ran) as e:
+        resume_sweep(d, progress=False, allow_trial_fn=True)
+    assert e.value.args == (True,)  # the consent given now is recorded before the sweep runs
+    with pytest.raises(Ran):
+        resume_sweep(d, progress=False)  # ... and a later resume needs no flag
+
+
+def test_base_file_confined_and_never_echoed(tmp_path: Path):
+    """A base file reached through a symlink out of the tree is refused; one in a tree the user allows with
+    --base-root is read, and an error about it names file and field but not the value it holds."""
+    sweeps, elsewhere = tmp_path / "sweeps", tmp_path / "elsewhere"
+    sweeps.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "base.yaml").write_text("model: {hidden_channels: sk-secret-456}\n", encoding="utf-8")
+    (sweeps / "link.yaml").symlink_to(elsewhere / "base.yaml")
+    for base in ("link.yaml", "../elsewhere/base.yaml"):
+        f = sweeps / "s.yaml"
+        f.write_text(f"name: s\nbase: {base}\naxes: {{width: [16]}}\nestimate: {{count: false}}\n")
+        p = cli("sweep", "submit", str(f), "--dry-run", cwd=tmp_path, check=False)
+        out = " ".join((p.stdout + p.stderr).split())
+        assert p.returncode == 2 and "Traceback" not in out, out
+        assert f"base.file: '{base}' resolves to {elsewhere / 'base.yaml'}, outside" in out, out
+        assert "sk-secret" not in out
+        p = cli(
+            "sweep", "submit", str(f), "--dry-run", "--base-root", str(elsewhere), cwd=tmp_path, check=False
+        )
+        out = " ".join((p.stdout + p.stderr).split())
+        assert p.returncode == 2 and "Traceback" not in out, out
+        assert re.search(r"\.yaml\.model\.hidden_channels: expected int, got a value not shown", out), out
+        assert "sk-secret" not in out and "outside" not in out
+    (elsewhere / "base.yaml").write_text("model: {n_layers: 3}\n", encoding="utf-8")
+    p = cli("sweep", "submit", str(f), "--dry-run", "--json", "--base-root", str(elsewhere), cwd=tmp_path)
+    import json
+
+    assert {r["hidden_channels"] for r in json.loads(p.stdout)["trials"]} == {
+        16
+    }  # the axis on top of the file
 
 
 def test_duplicate_keys_unit():

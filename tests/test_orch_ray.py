@@ -51,7 +51,7 @@ def _runs(uri: str, sweep: str):
 def test_sweep_on_ray_head_into_mlflow_server(services, tmp_path):
     head, server = services
     f = sweep_file(tmp_path, "tiny2", tracking_uri=server.uri)
-    p = cli("sweep", "submit", str(f), "--address", head.address, "--json", cwd=tmp_path)
+    p = cli("sweep", "submit", str(f), "--allow-trial-fn", "--address", head.address, "--json", cwd=tmp_path)
     res = json.loads(p.stdout)
     assert [t["status"] for t in res["trials"]] == ["finished", "finished"]
     t, trials, parents = _runs(server.uri, "tiny2")
@@ -87,7 +87,17 @@ def test_sweep_on_ray_head_into_mlflow_server(services, tmp_path):
 def test_failing_trial_is_marked_and_others_finish(services, tmp_path):
     head, server = services
     f = sweep_file(tmp_path, "raising", tracking_uri=server.uri)
-    p = cli("sweep", "submit", str(f), "--address", head.address, "--json", cwd=tmp_path, check=False)
+    p = cli(
+        "sweep",
+        "submit",
+        str(f),
+        "--allow-trial-fn",
+        "--address",
+        head.address,
+        "--json",
+        cwd=tmp_path,
+        check=False,
+    )
     assert p.returncode == 1, p.stderr[-2000:]
     res = json.loads(p.stdout)
     by_width = {}
@@ -166,7 +176,7 @@ def test_driver_killed_then_resumed(tmp_path):
     sweep_dir = tmp_path / "sweeps" / "tiny4"
     log = open(tmp_path / "driver.log", "w")
     drv = subprocess.Popen(
-        [str(BIN / "vits-scaling"), "sweep", "submit", str(f)], cwd=tmp_path, env=env(), stdout=log,
+        [str(BIN / "vits-scaling"), "sweep", "submit", str(f), "--allow-trial-fn"], cwd=tmp_path, env=env(), stdout=log,
         stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
@@ -218,7 +228,11 @@ def test_driver_killed_then_resumed(tmp_path):
             )
         assert r.data.tags[TAG_STATUS] == "finished"
     # submitting the finished sweep again resumes it: nothing new runs, no new runs in MLflow
-    again = json.loads(cli("sweep", "submit", str(f), "--json", "--quiet", cwd=tmp_path, timeout=240).stdout)
+    again = json.loads(
+        cli(
+            "sweep", "submit", str(f), "--allow-trial-fn", "--json", "--quiet", cwd=tmp_path, timeout=240
+        ).stdout
+    )
     assert sorted(r["status"] for r in again["trials"]) == ["finished"] * 4
     _, trials2, parents2 = _runs(uri, "tiny4")
     assert {r.info.run_id for r in trials2} == {r.info.run_id for r in trials} and len(parents2) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -183,6 +184,57 @@ def test_dry_run_json_lists_trials(tmp_path, monkeypatch):
     assert rows[0]["steps"] == 6
     assert out["n_range"] is None  # not counted (estimate.count: false)
     assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_note_once_per_distinct_note(tmp_path, monkeypatch):
+    """A corpus that cannot be read is asked about once per quality level (three data pools): one note."""
+    monkeypatch.chdir(tmp_path)
+    p = _spec(
+        tmp_path,
+        base={"preset": "tiny", "data": {"corpus": "missing/esd.list", "corpus_format": "esd"}},
+        axes={"data.min_quality": [None, "default", "dnsmos_ovrl >= p80"], "data_hours": [0.1]},
+        estimate={"count": False},
+    )
+    plan = resolve(p, count=False)
+    unknown = [n for n in plan.notes if n.startswith("corpus size unknown")]
+    assert len(unknown) == 1 and "missing/esd.list" in unknown[0], plan.notes
+    plan.notes.append(unknown[0])
+    plan.notes += [unknown[0], "other"]
+    assert plan.notes.count(unknown[0]) == 1 and plan.notes[-1] == "other"
+    res = CliRunner().invoke(app, ["sweep", "submit", str(p), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert " ".join(res.output.split()).count("corpus size unknown") == 1, res.output
+    res = CliRunner().invoke(app, ["sweep", "submit", str(p), "--dry-run", "--json"])
+    assert sum(n.startswith("corpus size unknown") for n in json.loads(res.output)["notes"]) == 1
+
+
+def test_dry_run_json_carries_the_table_totals(tmp_path, monkeypatch):
+    """``--dry-run --json`` holds what the table prints: skipped points with reasons and the estimate totals."""
+    monkeypatch.chdir(tmp_path)
+    p = _spec(
+        tmp_path,
+        axes={"width": [16, 30], "n_heads": [2, 4]},  # 30 % 4 != 0: one point skipped, with its reason
+        max_concurrent=2,
+        estimate={"flops_per_s": 1e9},
+        base={"preset": "tiny", "train": {"steps": 5}},
+    )
+    res = CliRunner().invoke(app, ["sweep", "submit", str(p), "--dry-run", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert len(out["trials"]) == 3 and len(out["skipped"]) == 1
+    assert "not divisible by n_heads 4" in out["skipped"][0]["reason"]
+    assert out["skipped"][0]["axes"]["width"] == 30
+    est = out["estimate"]
+    secs = sum(r["est_seconds"] for r in out["trials"])
+    assert est["trials"] == 3 and est["skipped"] == 1 and est["max_concurrent"] == 2
+    assert est["trial_seconds"] == pytest.approx(secs) and secs > 0
+    assert est["wall_seconds"] == pytest.approx(secs / 2)
+    assert est["device"] == "cpu" and est["device_hours"] == pytest.approx(secs / 3600)
+    assert est["total_flops"] == pytest.approx(sum(r["flops_per_step"] * 5 for r in out["trials"]))
+    table = " ".join(CliRunner().invoke(app, ["sweep", "submit", str(p), "--dry-run"]).output.split())
+    assert re.search(r"skipped n_heads=4 width=30: hidden_channels 30 is not divisible", table), table
+    assert "at 2 concurrent" in table
+    assert f"{est['device_hours']:.3g} CPU-hours" in table
 
 
 def test_expr():

@@ -250,7 +250,7 @@ def test_missing_pretraining_trial_fails_before_launch(tmp_path):
     f = _stages_yaml(tmp_path, stages=_with_from("0123456789ab"))
     with pytest.raises(SpecError, match=r"stages.finetune.from\[0\]: '0123456789ab' is not a pretrain trial"):
         resolve(load_spec(f), count=False)
-    p = cli("sweep", "submit", str(f), cwd=tmp_path, check=False)
+    p = cli("sweep", "submit", str(f), "--allow-trial-fn", cwd=tmp_path, check=False)
     assert p.returncode != 0 and "is not a pretrain trial of this sweep" in p.stderr + p.stdout
     assert not (tmp_path / "sweeps" / "stages_fake").exists()  # nothing launched or created
     cases = [
@@ -323,7 +323,7 @@ def test_stages_in_order_and_driver_killed_between_stages_then_resumed(tmp_path)
     sweep_dir = tmp_path / "sweeps" / "stages_fake"
     log = open(tmp_path / "driver.log", "w")
     drv = subprocess.Popen(
-        [str(BIN / "vits-scaling"), "sweep", "submit", str(f)], cwd=tmp_path, env=env(), stdout=log,
+        [str(BIN / "vits-scaling"), "sweep", "submit", str(f), "--allow-trial-fn"], cwd=tmp_path, env=env(), stdout=log,
         stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:

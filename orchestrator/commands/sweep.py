@@ -19,6 +19,13 @@ from orchestrator.runs import STATUS_METRICS, best, locate, sweep_status
 from orchestrator.state import SweepNotFound
 from orchestrator.tracking import Tracker, TrackingError, TrackingUnavailable, local_artifact_root
 
+ALLOW_TRIAL_FN = typer.Option(
+    False,
+    "--allow-trial-fn",
+    help="run the sweep's own `trial_fn` (code it names); without it such a sweep is refused "
+    "(or set VITS_SCALING_ALLOW_TRIAL_FN=1). The dry run only checks that it resolves",
+)
+
 sweep_app = typer.Typer(help="Submit, watch, resume and cancel sweeps.", no_args_is_help=True)
 
 
@@ -47,10 +54,35 @@ def _short(v) -> str:
     return str(v)
 
 
+def plan_totals(plan) -> dict:
+    """The estimate totals of a plan, as the table's last lines print them and ``--dry-run --json`` carries
+    them: ``trials`` and ``skipped`` (counts), ``trial_seconds`` (summed estimated trial time, null when
+    nothing was timed), ``max_concurrent``, ``wall_seconds`` (trial time / concurrency), ``device`` (``gpu``
+    when a trial asks for a GPU, else ``cpu``) and ``device_hours`` (trial time x that device count per
+    trial), ``total_flops`` (summed training FLOPs of the trials whose FLOPs are known, null when none)."""
+    timed = [tp.est_seconds for tp in plan.trials if tp.est_seconds]
+    seconds = sum(timed) if timed else None
+    conc = plan.spec.max_concurrent or 1
+    res = plan.spec.resources
+    device, per_trial = ("gpu", res.gpu) if res.gpu else ("cpu", res.cpu)
+    flops = [r["total_flops"] for r in (tp.row() for tp in plan.trials) if r["total_flops"]]
+    return {
+        "trials": len(plan.trials),
+        "skipped": len(plan.skipped),
+        "trial_seconds": seconds,
+        "max_concurrent": conc,
+        "wall_seconds": seconds / conc if seconds is not None else None,
+        "device": device,
+        "device_hours": seconds * per_trial / 3600 if seconds is not None else None,
+        "total_flops": float(sum(flops)) if flops else None,
+    }
+
+
 def plan_summary(result) -> dict:
-    """What ``--dry-run --json`` prints: the trial rows, the skipped points, the notes, the generator-parameter
-    range (``n_range``: min, max, ratio, sizes, warning) and, for WSD branches, ``flops`` (independent runs
-    against trunks + cooldowns, and the saving); the last two are null when not counted."""
+    """What ``--dry-run --json`` prints, the same as the table: the trial rows, the skipped points (with their
+    reasons), the notes (each once), the generator-parameter range (``n_range``: min, max, ratio, sizes,
+    warning), for WSD branches ``flops`` (independent runs against trunks + cooldowns, and the saving; these
+    two are null when not counted) and ``estimate`` (``plan_totals``: counts, time, device-hours, FLOPs)."""
     return {
         "name": result.name,
         "trials": result.trials,
@@ -58,6 +90,7 @@ def plan_summary(result) -> dict:
         "notes": list(result.plan.notes),
         "n_range": param_range(result.plan),
         "flops": branch_flops(result.plan),
+        "estimate": plan_totals(result.plan),
     }
 
 
@@ -73,10 +106,8 @@ def print_plan(result) -> None:
         t.add_column(n.split(".")[-1], justify="right")
     for col in ("h/i/f", "params G", "FLOPs/step", "steps", *(("from step",) if branched else ()), "est."):
         t.add_column(col, justify="right")
-    total = 0.0
     for tp in plan.trials:
         m = tp.config.model
-        total += tp.est_seconds or 0.0
         t.add_row(
             tp.trial_id[:8],
             *[_short(tp.axes.get(n, "-")) for n in names],
@@ -105,11 +136,13 @@ def print_plan(result) -> None:
             f"FLOPs: independent runs {si(fl['independent'])}, with WSD branches {si(fl['with_branches'])} "
             f"(saves {100 * fl['saving']:.0f}%)"
         )
-    if total:
-        conc = plan.spec.max_concurrent or 1
+    tot = plan_totals(plan)
+    if tot["trial_seconds"]:
         console.print(
-            f"estimated: {_dur(total)} of trial time, ~{_dur(total / conc)} at {conc} concurrent "
-            "(FLOPs / achieved FLOP/s + overhead; a rough guide)"
+            f"estimated: {_dur(tot['trial_seconds'])} of trial time, ~{_dur(tot['wall_seconds'])} at "
+            f"{tot['max_concurrent']} concurrent, {tot['device_hours']:.3g} {tot['device'].upper()}-hours"
+            + (f", {si(tot['total_flops'])} FLOPs" if tot["total_flops"] else "")
+            + " (FLOPs / achieved FLOP/s + overhead; a rough guide)"
         )
 
 
@@ -149,13 +182,24 @@ def submit(
         False, "--dry-run", help="validate and print the trial table; launch nothing"
     ),
     json_out: bool = typer.Option(
-        False, "--json", help="print JSON (with --dry-run: trials, skipped points, notes, N range, FLOPs)"
+        False,
+        "--json",
+        help="print JSON (with --dry-run: trials, skipped points, notes, N range, FLOPs, estimate totals)",
     ),
     quiet: bool = typer.Option(False, "--quiet", help="no per-trial progress lines"),
+    allow_trial_fn: bool = ALLOW_TRIAL_FN,
+    base_root: list[Path] = typer.Option(
+        [],
+        "--base-root",
+        help="a directory tree (besides the sweep file's own) that the sweep's base file may be read from; "
+        "repeatable",
+    ),
 ) -> None:
     """Validate a sweep, print its trial table and run it (re-submitting a submitted sweep resumes it)."""
     with _errors():
-        plan_only = submit_sweep(file, address=address, dry_run=True)
+        plan_only = submit_sweep(
+            file, address=address, dry_run=True, allow_trial_fn=allow_trial_fn, base_roots=tuple(base_root)
+        )
         if dry_run:
             if json_out:
                 print_json(plan_summary(plan_only))
@@ -164,7 +208,12 @@ def submit(
             return
         if not json_out:
             print_plan(plan_only)
-        result = submit_sweep(plan_only.plan.spec, address=address, progress=not (quiet or json_out))
+        result = submit_sweep(
+            plan_only.plan.spec,
+            address=address,
+            progress=not (quiet or json_out),
+            allow_trial_fn=allow_trial_fn,
+        )
     if json_out:
         print_json(result.to_dict())
     else:
@@ -212,10 +261,17 @@ def resume(
     storage: str | None = typer.Option(None, "--storage"),
     json_out: bool = typer.Option(False, "--json"),
     quiet: bool = typer.Option(False, "--quiet"),
+    allow_trial_fn: bool = ALLOW_TRIAL_FN,
 ) -> None:
     """Continue a sweep: finished trials are kept, unfinished and failed ones continue from checkpoints."""
     with _errors():
-        result = resume_sweep(name, address=address, storage=storage, progress=not (quiet or json_out))
+        result = resume_sweep(
+            name,
+            address=address,
+            storage=storage,
+            progress=not (quiet or json_out),
+            allow_trial_fn=allow_trial_fn,
+        )
     if json_out:
         print_json(result.to_dict())
     else:

@@ -46,7 +46,7 @@ from model.config import ConfigError, TrialConfig
 from orchestrator.plan.estimate import estimate_plan, trial_seconds
 from orchestrator.plan.grid import resolve_grid
 from orchestrator.plan.schema import SpecError, SweepSpec
-from orchestrator.plan.types import Plan, Skipped, TrialPlan, trial_id_for, trial_name
+from orchestrator.plan.types import Notes, Plan, Skipped, TrialPlan, trial_id_for, trial_name
 
 
 def branch_kind(cfg_or_axes: Any) -> str | None:
@@ -73,7 +73,7 @@ def resolve_branches(spec: SweepSpec, *, count: bool = True) -> Plan:
     """Trunks and their cooldown branches (trunk first, then its branches), and every skipped point."""
     grid = resolve_grid(spec, count=False)
     plan = Plan.start(spec)
-    plan.notes = list(grid.notes)
+    plan.notes = Notes(grid.notes)
     for s in grid.skipped:
         point = {k: v for k, v in s.axes.items() if k != "seed"}
         axes = {**point, "branch": BRANCH_COOLDOWN, "seed": s.seed}

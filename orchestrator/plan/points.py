@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,37 @@ from model.config import (
 from orchestrator.plan.schema import KNOWN_AXES, OTHER_AXES, BaseSettings, SpecError, SweepSpec
 
 
+def check_inside(path: Path, root: Path, extra_roots: tuple[Path, ...], what: str) -> None:
+    """Refuse ``path`` unless it (symlinks followed) lies in ``root``'s tree or one of ``extra_roots``.
+
+    A sweep file may come from someone else: what it names is read, and an error about it may be shown
+    (CI logs), so it may only point into its own directory tree; a tree outside it is the user's to allow
+    on the command line (``sweep submit --base-root DIR``). Nothing is read before this check."""
+    real = path.resolve()
+    roots = (root.resolve(), *extra_roots)
+    if not any(real.is_relative_to(r) for r in roots):
+        allowed = ", ".join(str(r) for r in roots)
+        raise SpecError(
+            f"{what} resolves to {real}, outside the sweep's directory tree ({allowed}); a sweep reads base "
+            "files only from there: to allow another tree pass --base-root DIR to `vits-scaling sweep submit` "
+            "(nothing was read)"
+        )
+
+
+# ", got 'value'" / ", got 12" / ", got [..]" in a message: a value quoted from a file (a type name stays)
+QUOTED_VALUE = re.compile(r"(, got |: got )(['\"\[{(\-0-9].*?|True|False|None)(?=$| \(|;)", re.M)
+
+
+def hide_values(msg: str) -> str:
+    """A config error about a base file without the values it quotes: the file, line, field and what is
+    allowed stay, the file's content is not shown (an error may end up in a CI log)."""
+    return QUOTED_VALUE.sub(r"\1a value not shown (base file content is not echoed)", msg)
+
+
 def base_config(spec: SweepSpec) -> TrialConfig:
-    """The base TrialConfig: a base file (path relative to the sweep file), or ``{preset, file, data, model,
-    train, eval}`` applied in that order (the file's values on top of the preset, the sections on top of both)."""
+    """The base TrialConfig: a base file (path relative to the sweep file, inside the sweep file's directory
+    tree or a ``--base-root``: ``check_inside``), or ``{preset, file, data, model, train, eval}`` applied in
+    that order (the file's values on top of the preset, the sections on top of both)."""
     where = spec.where()
     root = spec.source.parent if spec.source else Path.cwd()
     b = spec.base
@@ -45,13 +74,17 @@ def base_config(spec: SweepSpec) -> TrialConfig:
         b = BaseSettings(file=b)
     try:
         if b.file:
-            p = Path(b.file)
+            p = Path(b.file).expanduser()
             p = p if p.is_absolute() else root / p
+            check_inside(p, root, spec.base_roots, f"{where}: base.file: {b.file!r}")
             if not p.exists():
                 raise SpecError(
                     f"{where}: base.file: base file not found: {p} (paths are relative to the sweep file)"
                 )
-            cfg = load_config(p, preset=b.preset if "preset" in b.model_fields_set else None)
+            try:
+                cfg = load_config(p, preset=b.preset if "preset" in b.model_fields_set else None)
+            except ConfigError as e:
+                raise ConfigError(hide_values(str(e))) from None
         else:
             cfg = preset_config(b.preset, where="base.preset")
         overrides = {

@@ -196,6 +196,7 @@ class SweepSpec(_Strict):
     wsd_branches: bool = False  # one constant-lr trunk per point, a cooldown branch per compute_budget
 
     _source: Path | None = PrivateAttr(default=None)
+    _base_roots: tuple[Path, ...] = PrivateAttr(default=())  # --base-root: more trees base files may be in
 
     @field_validator("name")
     @classmethod
@@ -216,6 +217,11 @@ class SweepSpec(_Strict):
     @property
     def source(self) -> Path | None:
         return self._source
+
+    @property
+    def base_roots(self) -> tuple[Path, ...]:
+        """Directory trees, given on the command line, that ``base.file`` may point into besides the sweep's."""
+        return self._base_roots
 
     def where(self) -> str:
         return str(self._source) if self._source else "<sweep>"
@@ -284,8 +290,9 @@ def _allowed_fields(parent: tuple) -> list[str]:
     return sorted(model.model_fields)
 
 
-def validate_spec(raw: Any, source: str | Path | None = None) -> SweepSpec:
-    """The file's mapping as a ``SweepSpec`` (shape only), remembering the file it came from."""
+def validate_spec(raw: Any, source: str | Path | None = None, base_roots=()) -> SweepSpec:
+    """The file's mapping as a ``SweepSpec`` (shape only), remembering the file it came from (and the
+    ``base_roots`` its base file may also be read from)."""
     where = str(Path(source).resolve()) if source else "<sweep>"
     if not isinstance(raw, dict):
         raise SpecError(f"{where}: expected a mapping of sweep fields, got {type(raw).__name__}")
@@ -294,6 +301,7 @@ def validate_spec(raw: Any, source: str | Path | None = None) -> SweepSpec:
     except ValidationError as e:
         raise _pydantic_error(where, e) from None
     spec._source = Path(source).resolve() if source else None
+    spec._base_roots = tuple(Path(r).expanduser().resolve() for r in base_roots)
     return spec
 
 

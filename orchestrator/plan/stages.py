@@ -207,7 +207,7 @@ def resolve_stages(spec: SweepSpec, *, count: bool = True) -> Plan:
         ft = resolve_grid(stage_spec(spec, "finetune"), count=False)
     except SpecError as e:
         raise in_stage(spec, "finetune", e) from None
-    plan.notes += [n for n in ft.notes if n not in plan.notes]
+    plan.notes += ft.notes
     st = spec.stages.finetune
     parents = select_parents(spec, pre_trials, pre_skipped)
     if st.scratch:

@@ -66,12 +66,37 @@ class Skipped:
     reason: str
 
 
+class Notes(list):
+    """A plan's notes: a list that holds each distinct note once, in the order first given.
+
+    The same condition is found once per trial or data pool (an unreadable corpus is asked about for every
+    quality level, every stage), but a reader needs it once; every way in (``append``, ``extend``, ``+=``,
+    the constructor) skips a note already held, so no caller has to remember to.
+    """
+
+    def __init__(self, items=()):
+        super().__init__()
+        self.extend(items)
+
+    def append(self, note: str) -> None:
+        if note not in self:
+            super().append(note)
+
+    def extend(self, notes) -> None:
+        for n in notes:
+            self.append(n)
+
+    def __iadd__(self, notes):
+        self.extend(notes)
+        return self
+
+
 @dataclass
 class Plan:
     spec: SweepSpec
     trials: list[TrialPlan]
     skipped: list[Skipped] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    notes: Notes = field(default_factory=Notes)
     storage_path: Path = Path("runs/sweeps")
     tracking_uri: str = ""
 
