@@ -61,6 +61,7 @@ def test_retry_reuses_run_and_never_clashes_params(tmp_path):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     cfg = _cfg(tmp_path, uri)
     cfg.axes["extra.fail"] = "after:4"
+    first_lr = str(cfg.train.learning_rate)
     with pytest.raises(RuntimeError, match="fake trial failure"):
         run_tracked(cfg, fake_trial.run_trial)
     t = Tracker(uri)
@@ -76,7 +77,7 @@ def test_retry_reuses_run_and_never_clashes_params(tmp_path):
     assert len(runs) == 1 and runs[0].info.run_id == run.info.run_id
     r = runs[0]
     assert r.data.tags[TAG_STATUS] == "finished" and TAG_ERROR not in r.data.tags
-    assert r.data.params["train.learning_rate"] == "0.0002"  # first value kept
+    assert r.data.params["train.learning_rate"] == first_lr != str(cfg.train.learning_rate)  # first kept
     assert "train.learning_rate" in json.loads(r.data.tags[TAG_PARAM_CONFLICTS])
     starts = [
         json.loads(x)["start_step"]
