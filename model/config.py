@@ -602,6 +602,15 @@ def save_sbv2_config(cfg: TrialConfig, path: str | Path) -> None:
     Path(path).write_text(json.dumps(out, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
+def is_sbv2_config(raw: Any) -> bool:
+    """Whether a parsed JSON document is a Style-Bert-VITS2 ``config.json`` (its version string, its
+    ``model_name``, or SBV2's ``model.inter_channels``), not this project's JSON of the same sections."""
+    if not isinstance(raw, dict):
+        return False
+    model = raw.get("model")
+    return "version" in raw or "model_name" in raw or (isinstance(model, dict) and "inter_channels" in model)
+
+
 def load_config(path: str | Path, preset: str | None = None) -> TrialConfig:
     """Load a trial config from this project's YAML (or JSON in the same shape) or a SBV2 config.json.
 
@@ -623,10 +632,9 @@ def load_config(path: str | Path, preset: str | None = None) -> TrialConfig:
             f"{path}: preset: the file names preset {own!r}, but it is applied on {preset!r}; give one"
         )
     base = preset_config(own or preset or "default", where=f"{path}: preset")
-    if path.suffix == ".json" and isinstance(raw.get("model"), dict):
-        if "inter_channels" in raw["model"] or "version" in raw:
-            cfg, _unknown = load_sbv2_config(path, base=base)
-            return cfg
+    if path.suffix == ".json" and is_sbv2_config(raw):
+        cfg, _unknown = load_sbv2_config(path, base=base)
+        return cfg
     return TrialConfig.from_dict(merge(base.to_dict(), raw), strict=True, where=str(path))
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from model.config import PRESETS, ConfigError, load_config, load_sbv2_config, preset_config
+from model.config import PRESETS, ConfigError, is_sbv2_config, load_config, load_sbv2_config, preset_config
 from model.textfile import TextFileError, read_json
 from orchestrator.commands._common import clean_errors, console, err_console, print_json
 
@@ -32,8 +32,7 @@ def _looks_sbv2(path: Path) -> bool:
         raise ConfigError(str(e)) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a JSON object at the top level")
-    model = raw.get("model")
-    return "version" in raw or "model_name" in raw or (isinstance(model, dict) and "inter_channels" in model)
+    return is_sbv2_config(raw)
 
 
 @model_app.command("info")
