@@ -63,31 +63,54 @@ def split_holdout(
     *,
     holdout_top: int | None = None,
     holdout_above: float | None = None,
+    holdout_n_above: float | None = None,
     c_col: str = "C",
+    n_col: str = "N",
 ):
-    """Boolean masks (train, held_out): the ``holdout_top`` trials with the largest compute, or all trials
-    with compute above ``holdout_above``. Default: the top 20% (at least 1)."""
+    """Boolean masks (train, held_out). Held out: the ``holdout_top`` trials with the largest compute, or
+    the trials with compute above ``holdout_above``, and (a union) the trials with more than
+    ``holdout_n_above`` parameters, so a ladder can hold out both its largest budget and its largest size.
+    With none of the three: the top 20% by compute (at least 1)."""
     if c_col not in table.columns:
         raise FitRefused("backtest", f"the table has no compute column {c_col!r}")
     C = table[c_col].to_numpy(float)
     if holdout_top is not None and holdout_above is not None:
         raise FitRefused("backtest", "give --holdout-top or --holdout-above, not both")
+    test = np.zeros(len(C), bool)
     if holdout_above is not None:
         test = C > holdout_above
-    else:
+        if not test.any():
+            raise FitRefused("backtest", f"no trial has compute above {holdout_above:.3g} FLOPs")
+    elif holdout_top is not None or holdout_n_above is None:
         k = holdout_top if holdout_top is not None else max(1, int(round(0.2 * len(C))))
         if k < 1 or k >= len(C):
             raise FitRefused(
                 "backtest", f"holdout of {k} trials leaves nothing to fit or to test ({len(C)} trials)"
             )
         order = np.argsort(-C, kind="stable")
-        test = np.zeros(len(C), bool)
         test[order[:k]] = True
-    if not test.any():
-        raise FitRefused("backtest", f"no trial has compute above {holdout_above:.3g} FLOPs")
+    if holdout_n_above is not None:
+        if n_col not in table.columns:
+            raise FitRefused("backtest", f"the table has no parameter-count column {n_col!r}")
+        big = table[n_col].to_numpy(float) > holdout_n_above
+        if not big.any():
+            raise FitRefused("backtest", f"no trial has more than {holdout_n_above:.3g} parameters")
+        test = test | big
     if test.all():
         raise FitRefused("backtest", "every trial is held out; nothing is left to fit")
     return ~test, test
+
+
+def _held_out_by(top: int | None, above: float | None, n_above: float | None) -> str:
+    """In words, which trials were held out (for the command's and the report's text)."""
+    parts = []
+    if above is not None:
+        parts.append(f"C > {above:.3g}")
+    elif top is not None or n_above is None:
+        parts.append(f"the {top} largest-compute trials" if top is not None else "the top 20% by compute")
+    if n_above is not None:
+        parts.append(f"N > {n_above:.3g}")
+    return " or ".join(parts)
 
 
 def _draws_with_noise(draws: np.ndarray, resid: np.ndarray, space: str, rng) -> np.ndarray:
@@ -139,12 +162,13 @@ def backtest(
     *,
     holdout_top: int | None = None,
     holdout_above: float | None = None,
+    holdout_n_above: float | None = None,
     loss: str = DEFAULT_LOSS,
     n_boot: int = 200,
     level: float = 0.9,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Returns ``{"metric", "level", "n_train", "n_test", "threshold_C", "laws": {LAW: {mean_abs_rel_error,
+    """Returns ``{"metric", "level", "n_train", "n_test", "threshold_C", "threshold_N", "held_out_by", "laws": {LAW: {mean_abs_rel_error,
     coverage, n, n_intervals, verdict, reasons, points: [...]}}, "refused": {LAW: reason}, "baselines":
     {NAME: {description, mean_abs_rel_error, n, points: [...], skipped: [...]}}, "baselines_refused": {NAME:
     reason}}``, with no NaN (null where a number is missing). ``laws`` is empty when no law could be fitted
@@ -156,7 +180,9 @@ def backtest(
         if col not in table.columns:
             raise FitRefused("backtest", f"the table has no column {col!r}")
     table = table.reset_index(drop=True)
-    train_m, test_m = split_holdout(table, holdout_top=holdout_top, holdout_above=holdout_above)
+    train_m, test_m = split_holdout(
+        table, holdout_top=holdout_top, holdout_above=holdout_above, holdout_n_above=holdout_n_above
+    )
     tr, te = table[train_m], table[test_m]
     obs = te[metric].to_numpy(float)
     if not np.all(np.isfinite(obs)):
@@ -244,6 +270,8 @@ def backtest(
             "n_train": int(train_m.sum()),
             "n_test": int(test_m.sum()),
             "threshold_C": float(tr["C"].max()),
+            "threshold_N": float(tr["N"].max()),
+            "held_out_by": _held_out_by(holdout_top, holdout_above, holdout_n_above),
             "laws": laws_out,
             "refused": refused,
             "baselines": baselines,

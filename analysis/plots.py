@@ -261,7 +261,7 @@ def backtest_plot(result: dict[str, Any], table: pd.DataFrame, out, name: str = 
         ax.plot([lo, hi], [lo, hi], "k--", lw=1)
     ax.set_xlabel(f"observed {metric} (held out)")
     ax.set_ylabel("predicted")
-    ax.set_title(f"Backtest: {result['n_test']} held-out trials above C={result['threshold_C']:.3g}")
+    ax.set_title(f"Backtest: {result['n_test']} held-out trials ({result['held_out_by']})")
     ax.legend(fontsize=7)
     return _save(fig, out, name)
 

@@ -124,6 +124,7 @@ def write_report(
     n_boot: int = 200,
     holdout_top: int | None = None,
     holdout_above: float | None = None,
+    holdout_n_above: float | None = None,
     seed: int = 0,
     title: str | None = None,
     exact_count: bool = True,
@@ -228,7 +229,13 @@ def write_report(
     bt = None
     try:
         bt = backtest(
-            t, metric, holdout_top=holdout_top, holdout_above=holdout_above, n_boot=n_boot, seed=seed
+            t,
+            metric,
+            holdout_top=holdout_top,
+            holdout_above=holdout_above,
+            holdout_n_above=holdout_n_above,
+            n_boot=n_boot,
+            seed=seed,
         )
         plot("backtest", lambda: plots.backtest_plot(bt, t, out))
     except FitRefused as e:
@@ -312,7 +319,8 @@ def _backtest_section(bt: dict[str, Any]) -> str:
     lv = round(bt["level"] * 100)
     head = (
         f"<h2>Backtest</h2><p>{html.escape(bt['metric'])}: fitted on {bt['n_train']} trials with C &le; "
-        f"{bt['threshold_C']:.3g}; {bt['n_test']} held out; {lv}% prediction intervals. Baselines use no fit: "
+        f"{bt['threshold_C']:.3g} and N &le; {bt['threshold_N']:.3g}; {bt['n_test']} held out "
+        f"({html.escape(bt['held_out_by'])}); {lv}% prediction intervals. Baselines use no fit: "
         + "; ".join(f"<b>{k}</b>: {html.escape(d)}" for k, d in BASELINES.items())
         + ".</p>"
     )
@@ -494,8 +502,8 @@ def _backtest_sentence(bt: dict[str, Any]) -> str:
     """How the laws did against the baselines on the held-out trials, each on the trials both predicted."""
     lv = round(bt["level"] * 100)
     head = (
-        f"Backtest of {bt['metric']} on the {bt['n_test']} trials above C = {bt['threshold_C']:.3g} "
-        f"(fitted on {bt['n_train']}): "
+        f"Backtest of {bt['metric']} on the {bt['n_test']} held-out trials ({bt['held_out_by']}; "
+        f"fitted on {bt['n_train']}): "
     )
     base = bt["baselines"]
     if not bt["laws"]:

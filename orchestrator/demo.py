@@ -1,8 +1,12 @@
-"""``make demo``: the whole tool, end to end, on a laptop (2 cores, no GPU, no internet).
+"""``make demo`` and ``make ladder``: the whole tool, end to end, on a laptop (2 cores, no GPU, no internet).
 
 1. builds the built-in offline corpus and its features once (re-runs reuse them),
-2. submits ``sweeps/demo.yaml`` on a local Ray with MLflow in a local SQLite file (re-runs resume),
-3. runs the commands a user would run next — ``best``, ``report``, ``allocate``, ``backtest`` — and
+2. submits the sweep (``sweeps/demo.yaml``; ``sweeps/cpu_ladder.yaml`` for the ladder) on a local Ray with
+   MLflow in a local SQLite file (re-runs resume),
+3. runs the commands a user would run next — ``best``, ``report``, ``allocate``, ``backtest`` — writing the
+   report (HTML, plots, ``fits.json``, ``table.csv``) to ``--out`` and, beside it, each analysis command's
+   ``--json`` answer (``allocate.json``, ``backtest_<metric>.json``) and ``run.json`` (the command line, the
+   commit, the wall times), so a committed result says what produced it, and
 4. ends by printing where the report is and the command that opens the MLflow UI.
 
 Every step is a public function or command; the demo adds only the order and the narration.
@@ -10,6 +14,7 @@ Every step is a public function or command; the demo adds only the order and the
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -37,8 +42,10 @@ def _cli() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "orchestrator.cli"]
 
 
-def _run_cli(args: list[str], *, tracking_uri: str, check: bool = False) -> int:
-    """Run one ``vits-scaling`` command as a user would, echoing it first (on the sweep's MLflow store)."""
+def _run_cli(args: list[str], *, tracking_uri: str, check: bool = False, json_to: Path | None = None) -> int:
+    """Run one ``vits-scaling`` command as a user would, echoing it first (on the sweep's MLflow store).
+    With ``json_to``, the command runs a second time with ``--json`` and its answer is written there (the
+    first run is for the reader; the analysis commands are seconds each)."""
     console.print(f"\n[bold cyan]$ vits-scaling {' '.join(args)}[/]")
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}  # the child's, not this process's
     rc = subprocess.call(_cli() + args, env=env)
@@ -46,7 +53,21 @@ def _run_cli(args: list[str], *, tracking_uri: str, check: bool = False) -> int:
         raise SystemExit(f"demo: `vits-scaling {' '.join(args)}` failed with exit code {rc}")
     if rc:
         console.print(f"[yellow](exit code {rc}: the command explained why above; the demo goes on)[/]")
+    if json_to is not None:
+        done = subprocess.run(_cli() + args + ["--json"], env=env, capture_output=True, text=True)
+        if done.stdout.strip():
+            json_to.write_text(done.stdout, encoding="utf-8")
     return rc
+
+
+def _commit() -> str | None:
+    """The checkout's commit (with ``+dirty`` when tracked files differ from it); None outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "-uno"], capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def run_demo(
@@ -55,6 +76,9 @@ def run_demo(
     budget: float = ALLOCATE_BUDGET,
     tracking_uri: str | None = None,
     holdout_above: float = HOLDOUT_ABOVE,
+    holdout_n_above: float | None = None,
+    out: Path | None = None,
+    command: str | None = None,
 ):
     from model.data import prepare_data  # model.data loads torch: only once the demo runs
 
@@ -88,17 +112,39 @@ def run_demo(
         raise SystemExit("demo: no trial finished; see the errors above")
 
     console.rule("3. what the sweep says")
+    t_analysis = time.time()
     name = result.name
-    report_dir = Path("runs/reports") / name
-    for args, check in (
-        (["best", name, "--metric", "val_nelbo", "--mode", "min", "--top", "5"], False),
-        (["best", name, "--metric", "dnsmos_ovrl", "--mode", "max", "--top", "3"], False),
-        (["report", name, "--out", str(report_dir), "--holdout-above", f"{holdout_above:g}"], True),
-        (["allocate", "--sweep", name, "--budget", f"{budget:g}"], False),
-        (["backtest", name, "--metric", "val_nelbo", "--holdout-above", f"{holdout_above:g}"], False),
-        (["backtest", name, "--metric", "dnsmos_ovrl", "--holdout-above", f"{holdout_above:g}"], False),
+    report_dir = out or Path("runs/reports") / name
+    report_dir.mkdir(parents=True, exist_ok=True)
+    hold = ["--holdout-above", f"{holdout_above:g}"]
+    if holdout_n_above is not None:
+        hold += ["--holdout-n-above", f"{holdout_n_above:g}"]
+    for args, check, to in (
+        (["best", name, "--metric", "val_nelbo", "--mode", "min", "--top", "5"], False, None),
+        (["best", name, "--metric", "dnsmos_ovrl", "--mode", "max", "--top", "3"], False, None),
+        (["report", name, "--out", str(report_dir), *hold], True, None),
+        (["allocate", "--sweep", name, "--budget", f"{budget:g}"], False, "allocate.json"),
+        (["backtest", name, "--metric", "val_nelbo", *hold], False, "backtest_val_nelbo.json"),
+        (["backtest", name, "--metric", "dnsmos_ovrl", *hold], False, "backtest_dnsmos_ovrl.json"),
     ):
-        _run_cli(args, tracking_uri=uri, check=check)
+        _run_cli(args, tracking_uri=uri, check=check, json_to=report_dir / to if to else None)
+    record = {
+        "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "commit": _commit(),
+        "spec": str(spec_path),
+        "sweep": name,
+        "finished": result.n_finished,
+        "failed": result.n_failed,
+        "skipped": len(result.skipped),
+        "sweep_wall_min": round(result.wall_s / 60, 1),
+        "analysis_wall_min": round((time.time() - t_analysis) / 60, 1),
+        "total_wall_min": round((time.time() - t0) / 60, 1),
+        "holdout_above": holdout_above,
+        "holdout_n_above": holdout_n_above,
+        "allocate_budget": budget,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (report_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
     console.rule("done")
     ui = "vits-scaling ui" + ("" if uri == default_tracking_uri() else f" --tracking-uri {uri}")
@@ -117,11 +163,27 @@ def main(
     spec: Path = typer.Option(DEFAULT_SPEC, "--spec", help="sweep YAML to run"),
     budget: float = typer.Option(ALLOCATE_BUDGET, "--budget", help="FLOPs budget for the allocation step"),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow store (default runs/mlflow.db)"),
+    out: Path = typer.Option(None, "--out", help="results folder (default runs/reports/<sweep name>)"),
+    holdout_above: float = typer.Option(
+        HOLDOUT_ABOVE, "--holdout-above", help="backtest: hold out the trials with C above this"
+    ),
+    holdout_n_above: float = typer.Option(
+        None, "--holdout-n-above", help="backtest: also hold out the trials with N above this"
+    ),
 ) -> None:
-    """Run the built-in demo sweep end to end."""
+    """Run a sweep end to end: corpus, sweep, report, allocation and backtests (the demo by default)."""
     if shutil.which("vits-scaling") is None and not Path(sys.executable).with_name("vits-scaling").exists():
         console.print("[yellow]vits-scaling is not on PATH; using python -m orchestrator.cli[/]")
-    run_demo(spec, budget=budget, tracking_uri=tracking_uri)
+    command = " ".join(["python -m orchestrator.demo", *sys.argv[1:]])
+    run_demo(
+        spec,
+        budget=budget,
+        tracking_uri=tracking_uri,
+        holdout_above=holdout_above,
+        holdout_n_above=holdout_n_above,
+        out=out,
+        command=command,
+    )
 
 
 if __name__ == "__main__":

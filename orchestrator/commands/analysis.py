@@ -187,6 +187,11 @@ def report(
     holdout_above: float = typer.Option(
         None, "--holdout-above", help="backtest: hold out the trials with C above this"
     ),
+    holdout_n_above: float = typer.Option(
+        None,
+        "--holdout-n-above",
+        help="backtest: also hold out the trials with more than this many parameters N",
+    ),
     n_col: str = N_COL,
     d_col: str = D_COL,
     c_col: str = C_COL,
@@ -211,6 +216,7 @@ def report(
             n_boot=n_boot,
             holdout_top=holdout_top,
             holdout_above=holdout_above,
+            holdout_n_above=holdout_n_above,
             title=f"Scaling report: {source}",
         )
         parent = table.attrs.get("parent_run_id")
@@ -378,6 +384,12 @@ def backtest(
     metric: str = typer.Option("val_nelbo", "--metric", help=METRIC_HELP),
     holdout_top: int = typer.Option(None, "--holdout-top", help="hold out the K largest-compute trials"),
     holdout_above: float = typer.Option(None, "--holdout-above", help="hold out trials with C above this"),
+    holdout_n_above: float = typer.Option(
+        None,
+        "--holdout-n-above",
+        help="also hold out the trials with more than this many parameters N (with --holdout-above or "
+        "--holdout-top: the union; alone: only these)",
+    ),
     loss: str = typer.Option("val_nelbo", "--loss", help="loss of the two-step chain's first step"),
     n_boot: int = typer.Option(200, "--n-boot"),
     as_json: bool = typer.Option(False, "--json"),
@@ -396,7 +408,13 @@ def backtest(
             usable(_load(source, tracking_uri, n_col, d_col, c_col, need=(metric, "C"))), metric
         )  # the best lr per point
         res = _backtest(
-            table, metric, holdout_top=holdout_top, holdout_above=holdout_above, loss=loss, n_boot=n_boot
+            table,
+            metric,
+            holdout_top=holdout_top,
+            holdout_above=holdout_above,
+            holdout_n_above=holdout_n_above,
+            loss=loss,
+            n_boot=n_boot,
         )
     if as_json:
         print_json(res)
@@ -421,8 +439,8 @@ def _print_backtest(res: dict) -> None:
 
     lv = round(res["level"] * 100)
     head = (
-        f"backtest of {res['metric']}: fit on {res['n_train']} trials (C <= {res['threshold_C']:.3g}), "
-        f"{res['n_test']} held out"
+        f"backtest of {res['metric']}: fit on {res['n_train']} trials (C <= {res['threshold_C']:.3g}, "
+        f"N <= {res['threshold_N']:.3g}), {res['n_test']} held out ({res['held_out_by']})"
     )
     t = Table(title=head + ": laws against no-fit baselines")
     for c in ("predictor", "kind", "mean abs rel err", f"coverage of {lv}% intervals", "n"):

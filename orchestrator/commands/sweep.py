@@ -54,18 +54,28 @@ def _short(v) -> str:
     return str(v)
 
 
+def _trained_flops(tp) -> float | None:
+    """The FLOPs a trial itself trains: its C, less the trunk's share for a WSD cooldown branch (whose C
+    counts the trunk's steps up to its branch point, trained once by the trunk)."""
+    total = tp.row()["total_flops"]
+    if total and tp.branch_step is not None and tp.flops_per_step:
+        return tp.flops_per_step * max(0, (tp.steps or 0) - tp.branch_step)
+    return total
+
+
 def plan_totals(plan) -> dict:
     """The estimate totals of a plan, as the table's last lines print them and ``--dry-run --json`` carries
     them: ``trials`` and ``skipped`` (counts), ``trial_seconds`` (summed estimated trial time, null when
     nothing was timed), ``max_concurrent``, ``wall_seconds`` (trial time / concurrency), ``device`` (``gpu``
     when a trial asks for a GPU, else ``cpu``) and ``device_hours`` (trial time x that device count per
-    trial), ``total_flops`` (summed training FLOPs of the trials whose FLOPs are known, null when none)."""
+    trial), ``total_flops`` (summed FLOPs the trials train, a cooldown branch counting only its own steps; null when
+    none is known)."""
     timed = [tp.est_seconds for tp in plan.trials if tp.est_seconds]
     seconds = sum(timed) if timed else None
     conc = plan.spec.max_concurrent or 1
     res = plan.spec.resources
     device, per_trial = ("gpu", res.gpu) if res.gpu else ("cpu", res.cpu)
-    flops = [r["total_flops"] for r in (tp.row() for tp in plan.trials) if r["total_flops"]]
+    flops = [f for f in (_trained_flops(tp) for tp in plan.trials) if f]
     return {
         "trials": len(plan.trials),
         "skipped": len(plan.skipped),

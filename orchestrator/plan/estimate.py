@@ -103,14 +103,15 @@ def cpu_flops_per_s() -> float:
 
 
 def trial_seconds(spec, steps: int, flops_per_step: float) -> float:
-    """Estimated wall time of ``steps`` training steps of one trial, plus the per-trial overhead."""
+    """Estimated wall time of ``steps`` training steps of one trial (each at least ``estimate.step_s``), plus
+    the per-trial overhead."""
     est = spec.estimate
     rate = est.flops_per_s
     if rate is None and est.accelerator:
         rate = accelerator(est.accelerator).achieved()
     if rate is None:
         rate = ACCELERATORS[DEFAULT_ACCELERATOR].achieved() if spec.resources.gpu > 0 else cpu_flops_per_s()
-    return steps * flops_per_step / rate + spec.estimate.overhead_s
+    return steps * max(flops_per_step / rate, est.step_s) + est.overhead_s
 
 
 def param_range(plan: Plan, *, min_ratio: float = MIN_N_RATIO) -> dict[str, Any] | None:

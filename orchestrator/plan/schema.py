@@ -102,6 +102,9 @@ class Estimate(_Strict):
     flops_per_s: float | None = Field(None, gt=0)
     accelerator: str | None = None  # a key of analysis.throughput.ACCELERATORS (h100, h200, a100, l4, ...)
     overhead_s: float = Field(20.0, ge=0)  # per-trial start-up + evaluation
+    # a floor on the seconds of one step: small models are bound by per-step launch overhead, not FLOPs
+    # (a tiny CPU trial runs ~3 steps/s at any size up to ~0.5 M parameters)
+    step_s: float = Field(0.0, ge=0)
     count: bool = True  # measure params / FLOPs per step before launch (model.counting)
 
     @field_validator("accelerator")
