@@ -34,7 +34,9 @@ console = make_console()
 
 DEFAULT_SPEC = Path("sweeps/demo.yaml")
 ALLOCATE_BUDGET = 1e13  # FLOPs: ~30x the demo's largest trial, to show an extrapolated allocation
-HOLDOUT_ABOVE = 2e11  # backtest: fit on the two smaller budgets, predict every trial of the largest
+# backtest of the demo: hold out the largest budget (9.6e11) and the largest size (482k parameters)
+HOLDOUT_ABOVE = 5e11
+HOLDOUT_N_ABOVE = 3e5
 
 
 def _cli() -> list[str]:
@@ -168,7 +170,7 @@ def main(
         HOLDOUT_ABOVE, "--holdout-above", help="backtest: hold out the trials with C above this"
     ),
     holdout_n_above: float = typer.Option(
-        None, "--holdout-n-above", help="backtest: also hold out the trials with N above this"
+        HOLDOUT_N_ABOVE, "--holdout-n-above", help="backtest: also hold out the trials with N above this"
     ),
 ) -> None:
     """Run a sweep end to end: corpus, sweep, report, allocation and backtests (the demo by default)."""

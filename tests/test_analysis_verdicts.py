@@ -288,3 +288,22 @@ def test_a_baseline_that_cannot_be_formed_says_why():
     assert r["baselines"]["best_observed"]["points"][0]["predicted"] == 5.0
     assert "fewer than two budgets below 3e+12" in r["baselines_refused"]["loglog_line"]
     assert _strict_json(json.dumps(r))
+
+
+def test_holdout_by_size_holds_out_the_largest_size_at_every_budget_as_well_as_the_largest_budget():
+    from analysis.backtest import split_holdout
+
+    t = S.demo_like_table()
+    n_max, c_top = t["N"].max(), t["C"].max()
+    train, test = split_holdout(t, holdout_above=c_top * 0.9, holdout_n_above=n_max * 0.99)
+    held = t[test]
+    assert set(held.index) == set(t.index[(t["C"] > c_top * 0.9) | (t["N"] > n_max * 0.99)])
+    assert (held["N"] == n_max).sum() == (t["N"] == n_max).sum()  # every budget of the largest size
+    assert not (t[train]["N"] > n_max * 0.99).any() and not (t[train]["C"] > c_top * 0.9).any()
+    only_size = split_holdout(t, holdout_n_above=n_max * 0.99)[1]
+    assert list(only_size) == list(t["N"] > n_max * 0.99)  # alone: no default compute hold-out added
+    with pytest.raises(F.FitRefused, match="no trial has more than"):
+        split_holdout(t, holdout_n_above=n_max * 2)
+    res = backtest(t, "val_nelbo", holdout_above=c_top * 0.9, holdout_n_above=n_max * 0.99, n_boot=20)
+    assert res["n_test"] == int(test.sum()) and res["threshold_N"] < n_max
+    assert res["held_out_by"] == f"C > {c_top * 0.9:.3g} or N > {n_max * 0.99:.3g}"

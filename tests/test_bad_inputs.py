@@ -414,10 +414,12 @@ def test_progress_in_a_log_is_plain_lines():
         bar.update(2.5405442176870747)
     bar.close()
     lines = log.getvalue().splitlines()
-    assert len(lines) == 20 and "\r" not in log.getvalue()
+    assert "\r" not in log.getvalue()
     assert lines[0].startswith("synth: 2/36 s (6%")
     assert all(re.match(r"synth: \d+/36 s \(\d+%, \d+ s\)$", ln) for ln in lines)
     assert lines[-1].startswith("synth: 36/36 s (100%")  # capped at the total, whole numbers
+    counts = [int(re.match(r"synth: (\d+)/", ln).group(1)) for ln in lines]
+    assert counts == sorted(set(counts)) and len(lines) == 15  # one line per new count, the last one once
 
 
 def test_documented_commands_exist():
@@ -460,3 +462,13 @@ def test_read_only_commands_on_an_existing_store(tmp_path: Path):
         assert re.search(r"nosuch", out) and re.search(
             r"not found|no trial runs|no MLflow experiment", out
         ), out
+
+
+def test_trial_fn_refusal_comes_before_the_plan_table(tmp_path: Path, monkeypatch):
+    """Without consent, submitting a sweep with its own trial_fn prints the refusal and no trial table (a
+    table would read as if the sweep had started)."""
+    monkeypatch.delenv("VITS_SCALING_ALLOW_TRIAL_FN", raising=False)
+    p = cli("sweep", "submit", str(BAD / "trial_fn_untrusted.yaml"), cwd=tmp_path, check=False, timeout=300)
+    out = " ".join((p.stdout + p.stderr).split())
+    assert p.returncode == 2 and "--allow-trial-fn" in out, out
+    assert not re.search(r"sweep \S+: \d+ trials", out), out

@@ -85,30 +85,35 @@ class _TtyBar(_Counted):
 
 class _LogBar(_Counted):
     """For a log (CI, ``| tee``): one plain line every ``every_s`` seconds and one at the end, instead of
-    thousands of carriage-return redraws in one line."""
+    thousands of carriage-return redraws in one line; never two lines with the same count."""
 
     def __init__(self, total: float, desc: str, unit: str, every_s: float, stream):
         super().__init__(total)
         self.desc, self.unit, self.every_s, self.stream = desc, unit, every_s, stream
         self.t0 = self.last = time.monotonic()
         self.closed = False
+        self.printed: int | None = None  # the count of the last line written
 
     def _print(self) -> None:
         n = min(int(self.done), self.total)
+        self.printed = n
         el = time.monotonic() - self.t0
         self.stream.write(f"{self.desc}: {n}/{self.total} {self.unit} ({100 * n / self.total:.0f}%, {el:.0f} s)\n")
         self.stream.flush()
 
     def update(self, n: float = 1) -> None:
         self._step(n)
-        if time.monotonic() - self.last >= self.every_s:
+        moved = self.printed != min(int(self.done), self.total)  # a line that says nothing new is noise
+        if moved and time.monotonic() - self.last >= self.every_s:
             self.last = time.monotonic()
             self._print()
 
     def close(self) -> None:
+        """The final line, unless the last line written already showed this count (no repeated 100% line)."""
         if not self.closed:
             self.closed = True
-            self._print()
+            if self.printed != min(int(self.done), self.total):
+                self._print()
 
 
 def progress_bar(enabled: bool, total: float, desc: str, unit: str = "it", *, every_s: float = 5.0, stream=None):

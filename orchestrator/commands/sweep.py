@@ -12,12 +12,13 @@ from rich.table import Table
 
 from analysis.mlflow_contract import SCALING_TARGET, StoreNotFound, default_tracking_uri, existing_store
 from orchestrator.commands._common import clean_errors, console, err_console, print_json
-from orchestrator.driver import cancel_sweep, resume_sweep, submit_sweep
+from orchestrator.driver import cancel_sweep, check_trial_fn, resume_sweep, submit_sweep
 from orchestrator.plan import SpecError, branch_flops, param_range
 from orchestrator.plan.estimate import si
 from orchestrator.runs import STATUS_METRICS, best, locate, sweep_status
 from orchestrator.state import SweepNotFound
 from orchestrator.tracking import Tracker, TrackingError, TrackingUnavailable, local_artifact_root
+from orchestrator.trial import trial_fn_allowed
 
 ALLOW_TRIAL_FN = typer.Option(
     False,
@@ -216,6 +217,8 @@ def submit(
             else:
                 print_plan(plan_only)
             return
+        # refuse an unconsented trial_fn before the plan table, not after it (the table would read as a start)
+        check_trial_fn(plan_only.plan.spec, allowed=trial_fn_allowed(allow_trial_fn), dry_run=False)
         if not json_out:
             print_plan(plan_only)
         result = submit_sweep(
