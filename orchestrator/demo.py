@@ -147,6 +147,8 @@ def run_demo(
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (report_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    summary = write_summary(report_dir)
+    console.print(f"summary: {summary}")
 
     console.rule("done")
     ui = "vits-scaling ui" + ("" if uri == default_tracking_uri() else f" --tracking-uri {uri}")
@@ -159,6 +161,69 @@ def run_demo(
         )
     )
     return result
+
+
+def _law_lines(fit: dict) -> list[str]:
+    """One fit as Markdown bullets: verdict, then each parameter with its interval."""
+    lv = round(100 * fit.get("level", 0.95))
+    out = [f"- **{fit['name']}** ({fit['law']}): **{fit['verdict']}**, {fit['n_points']} points, "
+           f"{fit['n_converged']}/{fit['n_boot']} resamples converged"]  # fmt: skip
+    for k, v in fit["params"].items():
+        lo, hi = fit["ci"].get(k, [None, None])
+        iv = f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "[undetermined]"
+        out.append(f"  - {k} = {v:.4g} ({v:.3f} {iv} at {lv}%)")
+    out += [f"  - not determined: {r}" for r in fit.get("reasons", [])]
+    return out
+
+
+def write_summary(report_dir: Path) -> Path:
+    """``summary.md`` beside the report: the trial table, every fit with its interval and verdict, each
+    backtest against its baselines, the allocation and how the run was made, from the files written above
+    (so its numbers are theirs)."""
+    import pandas as pd  # only once the analysis has run
+
+    def load(name):
+        p = report_dir / name
+        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
+
+    fits, run, alloc = load("fits.json") or {}, load("run.json") or {}, load("allocate.json")
+    lines = [f"# {run.get('sweep', report_dir.name)}: measured result", ""]
+    lines += [f"Produced by `{run.get('command')}` at commit `{run.get('commit')}` ({run.get('finished_at')}): "
+              f"{run.get('finished')} trials finished, {run.get('failed')} failed; sweep "
+              f"{run.get('sweep_wall_min')} min, whole run {run.get('total_wall_min')} min.", ""]  # fmt: skip
+    if fits.get("answer"):
+        lines += ["## What it determines", "", fits["answer"], ""]
+    t = pd.read_csv(report_dir / "table.csv")
+    cols = [c for c in ("axis.size", "axis.width", "axis.compute_budget", "axis.seed", "steps", "N", "D", "C",
+                        "val_nelbo", "dnsmos_ovrl") if c in t.columns]  # fmt: skip
+    t = t.sort_values([c for c in ("N", "C") if c in t.columns])[cols]
+    lines += ["## Trials", "", "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    for _, r in t.iterrows():
+        lines.append("| " + " | ".join(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+    lines += ["", "## Fits of " + str(fits.get("metric")), ""]
+    for f in (fits.get("fits") or {}).values():
+        lines += _law_lines(f)
+    for k, why in (fits.get("refused") or {}).items():
+        lines.append(f"- **{k}**: refused: {why}")
+    for name in sorted(p.name for p in report_dir.glob("backtest_*.json")):
+        bt = load(name)
+        lines += ["", f"## Backtest of {bt['metric']}", "",
+                  f"Fitted on {bt['n_train']} trials, {bt['n_test']} held out ({bt['held_out_by']}); "
+                  f"{round(100 * bt['level'])}% prediction intervals.", "",
+                  "| predictor | kind | mean abs rel error | coverage | n |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
+        for law, r in bt["laws"].items():
+            cov = "-" if r["coverage"] is None else f"{100 * r['coverage']:.0f}%"
+            lines.append(f"| {law} | law ({r['verdict']}) | {100 * r['mean_abs_rel_error']:.1f}% | {cov} | {r['n']} |")
+        for b, r in bt["baselines"].items():
+            lines.append(f"| {b} | no-fit baseline | {100 * r['mean_abs_rel_error']:.1f}% | - | {r['n']} |")
+        for law, why in bt["refused"].items():
+            lines.append(f"| {law} | refused: {why} | - | - | - |")
+    lines += ["", "## Allocation", ""]
+    lines.append("```json\n" + json.dumps(alloc, indent=1)[:3000] + "\n```" if alloc else
+                 "No allocation: `allocate` gave none (see the report for why).")  # fmt: skip
+    out = report_dir / "summary.md"
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
 
 
 def main(

@@ -9,6 +9,12 @@ the lr schedule's plan (``model.train.schedule.SchedulePlan``: settings and plan
 Written to a temporary file in the same directory, flushed, then renamed over the final name, so a
 killed process leaves either the old set of checkpoints or the new one, never a torn file.
 
+A write that fails (a full disk) removes its temporary file and raises ``CheckpointWriteError`` naming the
+path; the checkpoints already there are untouched, so a retry resumes from the previous one. A resume reads
+the newest checkpoint that loads (``latest_readable``): one that cannot be read (torn by something other
+than this writer, a bad disk) is moved aside to ``<name>.corrupt`` with a warning, and the one before it
+is used.
+
 Only the last ``train.keep_checkpoints`` are kept, except *kept* ones (``save_checkpoint(kept=True)``:
 a WSD trunk's branch points): an empty marker ``ckpt_<step>.pt.keep`` beside the file exempts it from
 rotation, so a branch can always find its start.
@@ -16,9 +22,12 @@ rotation, so a branch can always find its start.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import random
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +38,10 @@ from model.config import TrialConfig
 from model.text import symbols
 from model.train.schedule import SchedulePlan, curve_settings, first_difference
 
+log = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
+CORRUPT_SUFFIX = ".corrupt"
 _NAME = re.compile(r"^ckpt_(\d{8,})\.pt$")
 KEEP_SUFFIX = ".keep"
 
@@ -76,6 +88,21 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
     return ck[-1][1] if ck else None
 
 
+def latest_readable(directory: str | Path) -> tuple[Path | None, dict[str, Any] | None]:
+    """The newest checkpoint in ``directory`` that loads, and its payload; ``(None, None)`` when none does.
+    Each newer one that cannot be read is moved aside to ``<name>.corrupt`` (kept for inspection, never
+    tried again) with a warning naming it and the one used instead. A checkpoint that loads but belongs
+    to another trial is not skipped: ``check_compatible`` refuses it."""
+    for _, p in reversed(list_checkpoints(directory)):
+        try:
+            return p, load_checkpoint(p)
+        except CheckpointUnreadable as e:
+            bad = p.with_name(p.name + CORRUPT_SUFFIX)
+            os.replace(p, bad)
+            log.warning("%s; moved it to %s and falling back to the checkpoint before it", e, bad.name)
+    return None, None
+
+
 def is_kept(path: Path) -> bool:
     """A checkpoint marked kept (never rotated away)."""
     return path.with_name(path.name + KEEP_SUFFIX).exists()
@@ -113,13 +140,28 @@ def save_checkpoint(
     }
     final = d / f"ckpt_{state.step:08d}.pt"
     tmp = d / f".{final.name}.{os.getpid()}.tmp"
-    if kept:
-        final.with_name(final.name + KEEP_SUFFIX).touch()
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    marker = final.with_name(final.name + KEEP_SUFFIX)
+    try:
+        if kept:
+            marker.touch()
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
+        free = shutil.disk_usage(d).free  # before the partial file goes: a full disk shows as ~0 here
+        written = tmp.stat().st_size if tmp.exists() else 0
+        tmp.unlink(missing_ok=True)
+        if kept and not final.exists():
+            marker.unlink(missing_ok=True)
+        prev = latest_checkpoint(d)
+        full = getattr(e, "errno", None) == errno.ENOSPC or free < max(written, 1) // 100 + 4096
+        why = "no space left on the device" if full else (getattr(e, "strerror", None) or str(e))
+        raise CheckpointWriteError(
+            f"{final}: could not write the checkpoint ({why}; {written} bytes written, {free} bytes free); "
+            + (f"the previous checkpoint {prev} is untouched" if prev else "no earlier checkpoint exists")
+        ) from e
     rotating = [p for _, p in list_checkpoints(d) if not is_kept(p)]
     for old in rotating[: -max(1, keep)]:
         old.unlink(missing_ok=True)
@@ -140,11 +182,19 @@ class CheckpointMismatch(ValueError):
     """A checkpoint cannot continue this trial (different model, phone table or format)."""
 
 
+class CheckpointUnreadable(CheckpointMismatch):
+    """A checkpoint file that does not load at all (torn or corrupted bytes)."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (e.g. the disk is full); the message names the path."""
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
-        raise CheckpointMismatch(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from e
+        raise CheckpointUnreadable(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         raise CheckpointMismatch(f"{path}: not a vits-scaling trial checkpoint of format {FORMAT_VERSION}")
     return payload

@@ -239,7 +239,8 @@ def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
     if not resume:  # start over: earlier checkpoints in this directory must not be resumed from later
         for old in ckpt.remove_checkpoints(ckpt.checkpoint_dir(cfg)):
             log.warning("resume=False: removed earlier checkpoint %s", old)
-    last = ckpt.latest_checkpoint(ckpt.checkpoint_dir(cfg)) if resume else None
+    # the newest checkpoint that loads (a corrupted newer one is moved aside with a warning)
+    last, payload = ckpt.latest_readable(ckpt.checkpoint_dir(cfg)) if resume else (None, None)
     source = last
     if last is None and t.branch_from:  # a fresh branch: its trunk's checkpoint at the branch point
         try:
@@ -247,7 +248,8 @@ def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
         except InitError as e:
             raise ckpt.CheckpointMismatch(str(e)) from None
     if source is not None:
-        payload = ckpt.load_checkpoint(source)
+        if source != last:
+            payload = ckpt.load_checkpoint(source)
         if source == last:
             ckpt.check_compatible(payload, cfg, source, plan)
         else:
