@@ -6,7 +6,9 @@ hours), so the plumbing (Ray, MLflow, resume) is tested in seconds per trial.
 
 Behaviour knobs come from ``extra.*`` sweep axes (recorded in ``cfg.axes``):
 ``extra.step_s`` (sleep per step, default 0.01), ``extra.fail``: ``always`` (raise at step 2 on every
-attempt), ``after:K`` (raise once, at step K, on the first attempt only: tests resume-from-checkpoint).
+attempt), ``after:K`` (raise once, at step K, on the first attempt only: tests resume-from-checkpoint),
+``kill:K`` (at step K of the first attempt the worker process SIGKILLs itself, as the OOM killer would: no
+exception, no clean-up, whatever the process held in memory is gone).
 Checkpoints are JSON files ``ckpt/step_<n>.json`` every ``train.checkpoint_every`` steps (default 5).
 
 Fine-tuning (``train.init_from``, a trial directory): the parent must have a checkpoint (else the trial raises,
@@ -18,6 +20,8 @@ loss law; ``pretrain_flops`` / ``pretrain_hours`` are logged and ``init.json`` r
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -104,6 +108,13 @@ def run_trial(cfg, sink, *, resume: bool = True) -> dict:
         ):
             (out / "failed_once").write_text("1")
             raise RuntimeError(f"fake trial failure at step {step} (extra.fail={fail}, first attempt)")
+        if (
+            fail.startswith("kill:")
+            and step == int(fail.split(":")[1])
+            and not (out / "failed_once").exists()
+        ):
+            (out / "failed_once").write_text("1")
+            os.kill(os.getpid(), signal.SIGKILL)
         if step % every == 0 or step == steps:
             p = ckdir / f"step_{step}.json"
             p.write_text(
