@@ -199,7 +199,9 @@ def write_summary(report_dir: Path) -> Path:
     t = t.sort_values([c for c in ("N", "C") if c in t.columns])[cols]
     lines += ["## Trials", "", "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
     for _, r in t.iterrows():
-        lines.append("| " + " | ".join(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+        lines.append(
+            "| " + " | ".join(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |"
+        )
     lines += ["", "## Fits of " + str(fits.get("metric")), ""]
     for f in (fits.get("fits") or {}).values():
         lines += _law_lines(f)
@@ -213,7 +215,9 @@ def write_summary(report_dir: Path) -> Path:
                   "| predictor | kind | mean abs rel error | coverage | n |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
         for law, r in bt["laws"].items():
             cov = "-" if r["coverage"] is None else f"{100 * r['coverage']:.0f}%"
-            lines.append(f"| {law} | law ({r['verdict']}) | {100 * r['mean_abs_rel_error']:.1f}% | {cov} | {r['n']} |")
+            lines.append(
+                f"| {law} | law ({r['verdict']}) | {100 * r['mean_abs_rel_error']:.1f}% | {cov} | {r['n']} |"
+            )
         for b, r in bt["baselines"].items():
             lines.append(f"| {b} | no-fit baseline | {100 * r['mean_abs_rel_error']:.1f}% | - | {r['n']} |")
         for law, why in bt["refused"].items():
