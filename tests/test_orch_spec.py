@@ -160,8 +160,15 @@ def test_shipped_sweeps_are_valid(tmp_path, monkeypatch):
         assert plan.trials, path
     demo = resolve(ROOT / "sweeps" / "demo.yaml", count=False)
     assert len(demo.trials) >= 12
-    assert {"width", "n_layers", "data_hours", "compute_budget"} <= set(demo.trials[0].axes)
+    assert {"size", "compute_budget", "branch"} <= set().union(*(tp.axes for tp in demo.trials))
     assert demo.trials[0].config.data.sampling_rate == 16000
+    # the ladder's design as issue 18 asks it: >= 5 sizes, >= 4 budgets spanning >= 10x, seed repeats
+    ladder = resolve(ROOT / "sweeps" / "cpu_ladder.yaml", count=False)
+    cool = [tp for tp in ladder.trials if tp.axes.get("branch") == "cooldown"]
+    sizes = {tp.axes["size"] for tp in cool}
+    budgets = sorted({tp.axes["compute_budget"] for tp in cool})
+    assert len(sizes) >= 5 and len(budgets) >= 4 and budgets[-1] / budgets[0] >= 10
+    assert len({tp.seed for tp in cool}) >= 2
 
 
 def test_dry_run_json_lists_trials(tmp_path, monkeypatch):
