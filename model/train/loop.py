@@ -248,11 +248,10 @@ def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
         except InitError as e:
             raise ckpt.CheckpointMismatch(str(e)) from None
     if source is not None:
-        if source != last:
-            payload = ckpt.load_checkpoint(source)
-        if source == last:
+        if source == last:  # loaded by latest_readable
             ckpt.check_compatible(payload, cfg, source, plan)
         else:
+            payload = ckpt.load_checkpoint(source)
             ckpt.check_branch_source(
                 payload, cfg, source, step=budget.branch_step, flops_per_step=fps, schedule=budget.schedule
             )

@@ -13,7 +13,7 @@ from rich.table import Table
 from analysis.mlflow_contract import SCALING_TARGET, StoreNotFound, default_tracking_uri, existing_store
 from orchestrator.commands._common import clean_errors, console, err_console, print_json
 from orchestrator.driver import cancel_sweep, check_trial_fn, resume_sweep, submit_sweep
-from orchestrator.plan import SpecError, branch_flops, param_range
+from orchestrator.plan import SpecError, branch_flops, param_range, trained_flops
 from orchestrator.plan.estimate import si
 from orchestrator.runs import STATUS_METRICS, best, locate, sweep_status
 from orchestrator.state import SweepNotFound
@@ -55,15 +55,6 @@ def _short(v) -> str:
     return str(v)
 
 
-def _trained_flops(tp) -> float | None:
-    """The FLOPs a trial itself trains: its C, less the trunk's share for a WSD cooldown branch (whose C
-    counts the trunk's steps up to its branch point, trained once by the trunk)."""
-    total = tp.row()["total_flops"]
-    if total and tp.branch_step is not None and tp.flops_per_step:
-        return tp.flops_per_step * max(0, (tp.steps or 0) - tp.branch_step)
-    return total
-
-
 def plan_totals(plan) -> dict:
     """The estimate totals of a plan, as the table's last lines print them and ``--dry-run --json`` carries
     them: ``trials`` and ``skipped`` (counts), ``trial_seconds`` (summed estimated trial time, null when
@@ -76,7 +67,12 @@ def plan_totals(plan) -> dict:
     conc = plan.spec.max_concurrent or 1
     res = plan.spec.resources
     device, per_trial = ("gpu", res.gpu) if res.gpu else ("cpu", res.cpu)
-    flops = [f for f in (_trained_flops(tp) for tp in plan.trials) if f]
+    flops = []  # what the trials train (planned steps); a trial not counted adds its budget, as its row says
+    for tp in plan.trials:
+        f = trained_flops(tp)
+        f = tp.row()["total_flops"] if f is None else f
+        if f:
+            flops.append(f)
     return {
         "trials": len(plan.trials),
         "skipped": len(plan.skipped),

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from model.config import TrialConfig
-from orchestrator.plan.branches import branch_flops, branch_kind, resolve_branches, trunk_of
+from orchestrator.plan.branches import branch_flops, branch_kind, resolve_branches, trained_flops, trunk_of
 from orchestrator.plan.estimate import param_range
 from orchestrator.plan.grid import resolve_grid
 from orchestrator.plan.load import load_spec, parse_spec
@@ -34,6 +34,7 @@ __all__ = [
     "TrialPlan",
     "base_config",
     "branch_flops",
+    "trained_flops",
     "branch_kind",
     "load_spec",
     "param_range",

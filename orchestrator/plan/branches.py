@@ -162,6 +162,15 @@ def plan_branch_steps(plan: Plan) -> None:
     plan.trials = trials
 
 
+def trained_flops(tp: TrialPlan) -> float | None:
+    """The FLOPs a planned trial trains itself: steps x FLOPs per step, and for a cooldown branch only the
+    steps after its branch point (the trunk trained the rest once); None when not counted."""
+    if tp.flops_per_step is None or tp.steps is None:
+        return None
+    own = tp.steps - tp.branch_step if tp.branch_step is not None else tp.steps
+    return max(0, own) * tp.flops_per_step
+
+
 def branch_flops(plan: Plan) -> dict[str, float] | None:
     """``{"independent", "with_branches", "saving"}``: the FLOPs of running every branch as its own run from
     scratch against trunks + cooldowns; None for a plan without branches or one not counted."""
@@ -174,6 +183,5 @@ def branch_flops(plan: Plan) -> dict[str, float] | None:
     ):
         return None
     independent = sum(b.steps * b.flops_per_step for b in branches)
-    shared = sum(t.steps * t.flops_per_step for t in trunks)
-    shared += sum((b.steps - b.branch_step) * b.flops_per_step for b in branches)
+    shared = sum(trained_flops(tp) for tp in trunks + branches)
     return {"independent": independent, "with_branches": shared, "saving": 1.0 - shared / independent}
