@@ -29,6 +29,7 @@ from model.audio import spec_from_config
 from model.config import TrialConfig, tiny_config
 from model.parametrization import at_width
 from model.step import build_train_state, train_step
+from model.text.features import bert_input_dim
 from model.train.evaluate import evaluate
 
 SYMBOLS = 8  # phone ids 1..8 of the symbol table, each a pitch
@@ -80,7 +81,7 @@ def toy_batch(cfg: TrialConfig, gen: torch.Generator, batch: int = 2, tokens: in
         "tones": torch.zeros(batch, t_x, dtype=torch.long),
         "languages": torch.zeros(batch, t_x, dtype=torch.long),
         "phone_lengths": phone_lengths,
-        "bert": torch.zeros(batch, m.bert_dim or d.bert_dim, t_x),
+        "bert": torch.zeros(batch, bert_input_dim(cfg.model, cfg.data), t_x),
         "style": torch.zeros(batch, m.style_dim),
         "spec": spec * fmask,
         "spec_lengths": frames,

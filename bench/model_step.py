@@ -19,6 +19,7 @@ from model.config import PRESETS as CONFIG_PRESETS
 from model.config import TrialConfig
 from model.counting import count_parameters, flops_per_step, step_shape
 from model.step import build_train_state, resolve_device, train_step
+from model.text.features import bert_input_dim
 from model.text.symbols import NUM_SYMBOLS
 
 PRESETS = {
@@ -41,7 +42,7 @@ def random_batch(cfg: TrialConfig, batch_size: int, device: torch.device, uttera
         "tones": torch.randint(0, 2, (b, t), generator=g),
         "languages": torch.zeros(b, t, dtype=torch.long),
         "phone_lengths": torch.full((b,), t, dtype=torch.long),
-        "bert": torch.randn(b, m.bert_dim or d.bert_dim, t, generator=g),
+        "bert": torch.randn(b, bert_input_dim(cfg.model, cfg.data), t, generator=g),
         "style": torch.randn(b, m.style_dim, generator=g),
         "spec": spec_from_config(wav, d),
         "spec_lengths": torch.full((b,), f, dtype=torch.long),

@@ -35,6 +35,7 @@ from model.config import PRESETS as CONFIG_PRESETS  # noqa: E402
 from model.config import TrialConfig  # noqa: E402
 from model.counting import step_shape  # noqa: E402
 from model.step import build_train_state, resolve_device, train_step  # noqa: E402
+from model.text.features import bert_input_dim  # noqa: E402
 
 PRESETS = {
     "tiny": CONFIG_PRESETS["tiny"],
@@ -58,7 +59,7 @@ def synthetic_batch(cfg: TrialConfig, batch: int, utterance_s: float, seed: int 
         "tones": torch.randint(0, 2, (b, t), generator=g),
         "languages": torch.zeros(b, t, dtype=torch.long),
         "phone_lengths": torch.full((b,), t, dtype=torch.long),
-        "bert": torch.zeros(b, m.bert_dim or d.bert_dim, t),
+        "bert": torch.zeros(b, bert_input_dim(cfg.model, cfg.data), t),
         "style": torch.zeros(b, m.style_dim),
         "spec": spec_from_config(wav, d),
         "spec_lengths": torch.full((b,), f, dtype=torch.long),

@@ -66,9 +66,15 @@ class DataConfig:
     min_duration_s: float = 0.3
     max_duration_s: float = 15.0
     strict: bool = False  # strict validation fails on the first bad item; lenient skips and reports
-    use_bert: bool = False  # False: BERT features are zeros (offline demo); True: computed and cached
-    bert_model: str = "ku-nlp/deberta-v2-large-japanese-char-wwm"
-    bert_dim: int = 1024
+    # text features (model/text/features.py): none (zeros) | bert (bert_model below, SBV2's path) | a Hugging
+    # Face model id (already in the HF cache) or local directory; a sweep axis. Replaces use_bert.
+    text_features: str = "none"
+    text_features_kind: Literal["encoder", "causal"] = "encoder"  # a model id's kind (bert: encoder)
+    text_features_layers: list[int] = field(default_factory=lambda: [-3])  # hidden states, averaged
+    text_features_level: Literal["token", "sentence", "both"] = "token"  # per character / per utterance
+    text_features_sentence: Literal["mean", "last"] = "mean"  # the sentence vector: token mean / last token
+    text_features_proj_dim: int | None = None  # fixed random projection to this width before caching
+    bert_model: str = "ku-nlp/deberta-v2-large-japanese-char-wwm"  # the model of text_features: bert
     num_workers: int = 0
     builtin_speakers: int = 4  # synthetic speakers of the built-in corpus (pitch/speed variants of one voice)
     cache_mel: bool = False  # also store log-mel in the feature cache (the trainer derives it from spec)
@@ -125,7 +131,9 @@ class ModelConfig:
     n_vocab: int | None = None  # None: size of model.text.symbols table
     num_tones: int | None = None  # None: from model.text.symbols
     num_languages: int | None = None  # None: from model.text.symbols
-    bert_dim: int = 1024  # BERT feature input size; 0 disables the projection
+    # text-feature input width (bert_proj); null: the width of data.text_features (1024 for none, fed
+    # zeros); an explicit value must match the features; 0 (with none) drops the projection
+    bert_dim: int | None = None
     style_dim: int = 256  # style vector size; 0 disables the projection
     wavlm_discriminator: bool = False  # actually build the WavLM discriminator (needs pretrained WavLM)
     disc_width: float = 1.0  # channel multiplier of every discriminator (1.0 = public sizes)
@@ -314,6 +322,14 @@ def build_dataclass(
         raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
     known = {f.name: f for f in fields(cls)}
     kwargs: dict[str, Any] = {}
+    if cls is TrialConfig and isinstance(d.get("data"), dict):
+        d = dict(d)
+        model = dict(d["model"]) if isinstance(d.get("model"), dict) else None
+        d["data"] = legacy_data_keys(d["data"], model, f"{where}.data")
+        if model is not None:
+            d["model"] = model
+    elif cls is DataConfig:
+        d = legacy_data_keys(d, None, where)
     for key, value in d.items():
         path = f"{where}.{key}"
         if key in REPLACED.get(cls, {}):
@@ -439,12 +455,57 @@ def check_model(m: ModelConfig, where: str = "model") -> None:
     m.validate(where)  # muP: a positive base width the heads divide
 
 
+def check_data(d: DataConfig, where: str = "data") -> None:
+    """Rules of ``data`` that need no files: the text-feature fields (whether a model is on this machine and
+    its layer range are checked by ``model.text.features`` before training)."""
+    if not d.text_features.strip():
+        raise ConfigError(f"{where}.text_features: empty (none, bert, or a model id / local directory)")
+    if not d.text_features_layers:
+        raise ConfigError(f"{where}.text_features_layers: needs at least one hidden-state index")
+    for i, k in enumerate(d.text_features_layers):
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise ConfigError(f"{where}.text_features_layers[{i}]: expected an integer index, got {k!r}")
+    if d.text_features_proj_dim is not None and d.text_features_proj_dim < 1:
+        raise ConfigError(
+            f"{where}.text_features_proj_dim: must be >= 1 or null, got {d.text_features_proj_dim}"
+        )
+    if d.text_features == "bert" and d.text_features_kind != "encoder":
+        raise ConfigError(f"{where}.text_features_kind: bert (data.bert_model) is an encoder, got 'causal'")
+
+
 def check_section(obj: Any, where: str) -> None:
-    """The cross-field rules of a built section (``check_train``, ``check_model``); others have none."""
+    """The cross-field rules of a built section (``check_train``, ``check_model``, ``check_data``)."""
     if isinstance(obj, TrainConfig):
         check_train(obj, where)
     elif isinstance(obj, ModelConfig):
         check_model(obj, where)
+    elif isinstance(obj, DataConfig):
+        check_data(obj, where)
+
+
+def legacy_data_keys(d: dict[str, Any], model: dict[str, Any] | None, where: str) -> dict[str, Any]:
+    """Configs written before ``data.text_features`` (saved trials, sweep states) load unchanged:
+    ``data.use_bert: true/false`` is ``text_features: bert/none`` (refused if ``text_features`` says
+    otherwise), and ``data.bert_dim`` moves to ``model.bert_dim`` unless the model section has its own (the
+    width the generator was built with, which old configs always carried; a ``data`` section read alone,
+    as from a config.json, leaves it to that file's ``model`` section)."""
+    d = dict(d)
+    if "use_bert" in d:
+        use = d.pop("use_bert")
+        if not isinstance(use, bool):
+            raise ConfigError(f"{where}.use_bert: expected bool, got {use!r} (it is now data.text_features)")
+        want = "bert" if use else "none"
+        have = d.get("text_features")
+        if have is not None and have != want:
+            raise ConfigError(
+                f"{where}.use_bert: {use} contradicts {where}.text_features {have!r}; set text_features only"
+            )
+        d.setdefault("text_features", want)
+    if "bert_dim" in d:
+        dim = d.pop("bert_dim")
+        if model is not None and model.get("bert_dim") is None:
+            model["bert_dim"] = dim
+    return d
 
 
 @functools.cache
@@ -547,8 +608,8 @@ def _sbv2_train(train: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def load_sbv2_config(path: str | Path, base: TrialConfig | None = None) -> tuple[TrialConfig, list[str]]:
-    """Load a Style-Bert-VITS2 ``config.json`` (on top of ``base``, default ``TrialConfig()``); returns the
-    config and the list of unknown keys.
+    """Load a Style-Bert-VITS2 ``config.json`` (on top of ``base``, default the ``default`` preset: SBV2's
+    config with its BERT features); returns the config and the list of unknown keys.
 
     ``train.bf16_run`` becomes ``train.precision``; without an ``lr_schedule`` key the config trains
     with SBV2's own schedule (``sbv2``), since that is what the file describes."""
@@ -560,7 +621,7 @@ def load_sbv2_config(path: str | Path, base: TrialConfig | None = None) -> tuple
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a Style-Bert-VITS2 config.json holds an object, got {type(raw).__name__}")
     unknown: list[str] = []
-    cfg = copy.deepcopy(base) if base is not None else TrialConfig()
+    cfg = copy.deepcopy(base) if base is not None else default_config()
     if isinstance(raw.get("train"), dict):
         raw["train"] = _sbv2_train(raw["train"], f"{path.name}:train")
     for section in ("data", "model", "train"):
@@ -684,7 +745,7 @@ def tiny_config(sample_rate: int = 16000) -> TrialConfig:
     m.gin_channels = 16
     m.n_layers_trans_flow = 1
     m.n_flow_layer = 2
-    m.bert_dim = 1024
+    m.bert_dim = None  # text features off (data.text_features none): 1024 zeros, the SBV2 layout
     m.style_dim = 256
     m.use_wavlm_discriminator = False
     m.disc_width = 1 / 16
@@ -698,9 +759,20 @@ def tiny_config(sample_rate: int = 16000) -> TrialConfig:
     return cfg
 
 
+def default_config() -> TrialConfig:
+    """Style-Bert-VITS2 JP-Extra's public config, with its DeBERTa-v2 large Japanese char features
+    (``data.text_features: bert``): training refuses to start when the model is not on this machine
+    (model/text/features.py) rather than train on zeros; set ``data.text_features: none`` to run without."""
+    cfg = TrialConfig()
+    cfg.data.text_features = "bert"
+    return cfg
+
+
 def seed_large_config() -> TrialConfig:
-    """The seed experiment's '0.3 B-equivalent': inter/hidden 256, filter 2048, 16 heads, 24 layers."""
+    """The seed experiment's '0.3 B-equivalent': inter/hidden 256, filter 2048, 16 heads, 24 layers (BERT
+    features on, as ``default``)."""
     cfg = TrialConfig(name="sbv2-0.3b-equivalent")
+    cfg.data.text_features = "bert"
     cfg.model.inter_channels = cfg.model.hidden_channels = 256
     cfg.model.filter_channels = 2048
     cfg.model.n_heads = 16
@@ -709,7 +781,7 @@ def seed_large_config() -> TrialConfig:
 
 
 PRESETS: dict[str, Callable[[], TrialConfig]] = {
-    "default": TrialConfig,  # Style-Bert-VITS2 JP-Extra's public config
+    "default": default_config,  # Style-Bert-VITS2 JP-Extra's public config, BERT features on
     "tiny": tiny_config,
     "seed_large": seed_large_config,
 }

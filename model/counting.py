@@ -53,6 +53,7 @@ import model.mas as mas
 import model.step as model_step  # attributes looked up at call time: tests replace train_step
 from model.config import TrialConfig
 from model.discriminators import WavLMFeatures
+from model.text.features import bert_input_dim
 
 DEFAULT_UTTERANCE_S = 4.0
 PHONES_PER_SECOND = 14.0  # Japanese read speech: about 7-8 morae, 14 phones per second
@@ -68,7 +69,6 @@ DATA_KEYS = (
     "mel_fmax",
     "add_blank",
     "n_speakers",
-    "bert_dim",
 )
 
 _CACHE: dict[tuple, Any] = {}
@@ -92,6 +92,7 @@ def count_parameters(module: nn.Module) -> dict[str, int]:
 def config_hash(cfg: TrialConfig) -> str:
     """Hash of everything that changes the nets' shapes (the model section and the feature settings)."""
     d = {"model": dataclasses.asdict(cfg.model), "data": {k: getattr(cfg.data, k) for k in DATA_KEYS}}
+    d["model"]["bert_dim"] = bert_input_dim(cfg.model, cfg.data)  # the width the nets are built with
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -159,7 +160,7 @@ def meta_batch(cfg: TrialConfig, shape: StepShape, device: str | torch.device = 
         "tones": torch.zeros(b, t, dtype=torch.long, **kw),
         "languages": torch.zeros(b, t, dtype=torch.long, **kw),
         "phone_lengths": torch.full((b,), t, dtype=torch.long, **kw),
-        "bert": torch.zeros(b, m.bert_dim or d.bert_dim, t, **kw),
+        "bert": torch.zeros(b, bert_input_dim(cfg.model, cfg.data), t, **kw),
         "style": torch.zeros(b, m.style_dim, **kw),
         "spec": torch.zeros(
             b, d.n_mel_channels if m.use_mel_posterior_encoder else d.filter_length // 2 + 1, f, **kw

@@ -586,6 +586,7 @@ class SynthesizerTrn(nn.Module):
         from model.text import (
             symbols,  # the model.text package loads pyopenjtalk (g2p); nets need only the table
         )
+        from model.text.features import bert_input_dim  # same package (pyopenjtalk)
 
         m, d = model_cfg, data_cfg
         segment_size = TrainConfig().segment_size if segment_size is None else segment_size
@@ -635,7 +636,7 @@ class SynthesizerTrn(nn.Module):
             gin_channels=m.gin_channels,
             num_tones=m.num_tones if m.num_tones is not None else symbols.NUM_TONES,
             num_languages=m.num_languages if m.num_languages is not None else symbols.NUM_LANGUAGES,
-            bert_dim=m.bert_dim,
+            bert_dim=bert_input_dim(m, d),
             style_dim=m.style_dim,
             n_layers_q=m.n_layers_q,
             use_transformer_flow=m.use_transformer_flow,

@@ -6,6 +6,7 @@ import torch
 
 from model.config import TrialConfig
 from model.text import symbols
+from model.text.features import bert_input_dim
 
 
 def random_batch(cfg: TrialConfig, batch: int = 2, seed: int = 0, frames: tuple[int, int] = (24, 40)) -> dict:
@@ -35,7 +36,7 @@ def random_batch(cfg: TrialConfig, batch: int = 2, seed: int = 0, frames: tuple[
     phones = ragged(torch.randint(1, n_vocab, (batch, t_x), generator=g), phone_lengths)
     tones = ragged(torch.randint(0, n_tones, (batch, t_x), generator=g), phone_lengths)
     languages = ragged(torch.randint(0, n_lang, (batch, t_x), generator=g), phone_lengths)
-    bert = ragged(torch.randn(batch, m.bert_dim or d.bert_dim, t_x, generator=g), phone_lengths)
+    bert = ragged(torch.randn(batch, bert_input_dim(cfg.model, cfg.data), t_x, generator=g), phone_lengths)
     style = torch.randn(batch, m.style_dim, generator=g) * 0.1
     spec = ragged(torch.rand(batch, spec_channels, t_y, generator=g) * 2, spec_lengths)
     wav = ragged(torch.rand(batch, 1, t_y * hop, generator=g) * 1.6 - 0.8, spec_lengths * hop)

@@ -80,7 +80,7 @@ def test_batch_contract(builtin_corpus, tmp_path):  # noqa: F811
         assert B == 3
         assert b["phones"].dtype == b["tones"].dtype == b["languages"].dtype == torch.long
         assert b["tones"].shape == b["languages"].shape == (B, T)
-        assert b["bert"].shape == (B, d.bert_dim, T) and not b["bert"].any()
+        assert b["bert"].shape == (B, 1024, T) and not b["bert"].any()  # text_features none: zeros
         assert b["style"].shape == (B, 7) and not b["style"].any()
         assert b["spec"].shape == (B, d.filter_length // 2 + 1, F)
         assert b["wav"].shape == (B, 1, F * d.hop_length)
@@ -140,7 +140,7 @@ def test_bert_features_through_the_cache(builtin_corpus, tmp_path):  # noqa: F81
     texts = [g2p(i.text).text for i in read_esd_list(builtin_corpus.esd_list)[0]]
     model_dir = write_tiny_bert(tmp_path / "bert", texts, hidden=16, layers=3)
     cfg = data_cfg(
-        builtin_corpus.esd_list, tmp_path / "cache", use_bert=True, bert_model=str(model_dir), bert_dim=16
+        builtin_corpus.esd_list, tmp_path / "cache", text_features="bert", bert_model=str(model_dir)
     )
     p = prepare_data(cfg)
     assert "bert" in p.stats.text_dir and p.stats.text_computed == len(p.manifest)
@@ -150,9 +150,11 @@ def test_bert_features_through_the_cache(builtin_corpus, tmp_path):  # noqa: F81
         n = int(b["phone_lengths"][k])
         assert b["bert"][k, :, :n].abs().sum(0).gt(0).all()  # every phone position gets a feature
         assert not b["bert"][k, :, n:].any()
-    cfg.data.bert_dim = 1024
+    cfg.model.bert_dim = 1024  # an explicit width that is not the features': refused before any work
     cfg.data.cache_dir = str(tmp_path / "cache2")
-    with pytest.raises(ValueError, match="hidden size 16"):
+    with pytest.raises(
+        ValueError, match="model.bert_dim: 1024 but data.text_features 'bert'.*16-dimensional"
+    ):
         prepare_data(cfg)
 
 

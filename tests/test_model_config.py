@@ -30,6 +30,9 @@ NEEDS = {("model", "parametrization", "mup"): {"mup_base_width": 16}}
 def test_the_choice_fields_are_literals():
     assert set(IDS) == {
         "data.corpus_format",
+        "data.text_features_kind",
+        "data.text_features_level",
+        "data.text_features_sentence",
         "model.resblock",
         "model.mas_impl",
         "model.parametrization",

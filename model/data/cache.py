@@ -7,9 +7,13 @@ Two directories under ``data.cache_dir``, each named by a digest of its key (the
   hops) and its linear magnitude spectrogram (float16, from ``model.audio.spectrogram``: the one
   implementation), plus the log-mel when ``data.cache_mel``. Key: corpus fingerprint, sampling_rate,
   filter_length (n_fft), hop_length, win_length, and n_mels/fmin/fmax when the mel is stored.
-- ``text-<digest>/``: per utterance the normalised text, phones, tones, word2ph and, with BERT on, the
-  per-character BERT features (float16, ``len(text) + 2`` rows; expanded to phones at load time). Key:
-  corpus fingerprint, frontend version, symbol-table digest, BERT model id (or ``"none"``) and layer.
+- ``text-<digest>/``: per utterance the normalised text, phones, tones, word2ph and, with text features on
+  (model/text/features.py), the per-character feature rows (float16, ``len(text) + 2`` rows; expanded to
+  phones at load time) and/or the sentence vector, and the FLOPs they cost; ``features.json`` has the
+  text model's parameter count and width. Key: corpus fingerprint, frontend version, symbol-table digest,
+  text-feature model id (or ``"none"``) and layers, plus kind / level / pooling / projection for anything
+  but the default BERT path (whose key is unchanged). A directory whose ``key.json`` disagrees with the
+  key asked for (copied by hand) is refused, naming the field.
 
 A change to any key field gives a new directory (a rebuild); old ones stay until deleted. Every file is
 written to a temporary name and renamed, so a reader never sees half a file, and ``prepare`` holds an
@@ -57,6 +61,7 @@ class PrepareStats:
     audio_reused: int = 0
     text_computed: int = 0
     text_reused: int = 0
+    text_flops: int = 0  # text-model forward FLOPs of these items' features (computed now or cached)
     seconds: float = 0.0
     audio_dir: str = ""
     text_dir: str = ""
@@ -83,7 +88,7 @@ def audio_key(corpus_fp: str, d) -> dict:
 
 
 def text_key(corpus_fp: str, d) -> dict:
-    from model.text.bert import HIDDEN_LAYER
+    from model.text.features import cache_key
     from model.text.g2p import FRONTEND_VERSION
     from model.text.symbols import table_hash
 
@@ -92,8 +97,7 @@ def text_key(corpus_fp: str, d) -> dict:
         "corpus": corpus_fp,
         "frontend": FRONTEND_VERSION,
         "symbols": table_hash(),
-        "bert": d.bert_model if d.use_bert else "none",
-        "bert_layer": HIDDEN_LAYER if d.use_bert else None,
+        **cache_key(d),
     }
 
 
@@ -152,8 +156,25 @@ class FeatureCache:
 
     def _init_dir(self, d: Path, key: dict) -> None:
         d.mkdir(parents=True, exist_ok=True)
-        if not (d / "key.json").is_file():
-            atomic_write_text(d / "key.json", json.dumps(key, indent=1, ensure_ascii=False))
+        f = d / "key.json"
+        if not f.is_file():
+            atomic_write_text(f, json.dumps(key, indent=1, ensure_ascii=False))
+            return
+        have = json.loads(f.read_text(encoding="utf-8"))
+        if have != key:  # a directory copied or renamed by hand: its features are another model's
+            diff = sorted(k for k in set(have) | set(key) if have.get(k) != key.get(k))
+            field = "data.text_features" if {"bert", "bert_layer", "text_features"} & set(diff) else "data"
+            raise ValueError(
+                f"{field}: feature cache {d} was made with other settings ({', '.join(diff)}: "
+                f"{', '.join(f'{have.get(k)!r} there, {key.get(k)!r} asked' for k in diff)}); "
+                "delete that directory or point data.cache_dir elsewhere"
+            )
+
+    def text_info(self) -> dict:
+        """``features.json`` of the text directory: the text model's ``params``, feature ``dim`` and ``level``
+        (written when the features were computed; empty for ``none``)."""
+        f = self.text_dir / "features.json"
+        return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
 
     # -- filling -----------------------------------------------------------------------------------
     def prepare(
@@ -203,38 +224,57 @@ class FeatureCache:
             st.text_reused = len(items) - len(todo)
             if todo:
                 st.text_computed = self._prepare_text(todo, progress, bert_device)
+        if items:
+            st.text_flops = sum(self._text_flops(it.id) for it in items)
         st.seconds = time.perf_counter() - t0
         return st
 
     def _prepare_text(self, todo: list[ManifestItem], progress: bool, bert_device: str | None) -> int:
+        """g2p, and the text features ``data.text_features`` asks for (model/text/features.py), in batches of
+        32 utterances, on ``bert_device`` (default: CUDA when present). Token rows are stored as ``bert``
+        (float16, ``len(text) + 2`` rows), a sentence vector as ``sentence``, the forward FLOPs as
+        ``text_flops`` (and in a ``.flops`` sidecar); ``features.json`` records the model's parameter count and the width."""
+        from model.text.features import featurizer
         from model.text.g2p import g2p
 
         d = self.cfg
-        bert = None
-        if d.use_bert:
-            from model.text.bert import BertFeaturizer
-
-            bert = BertFeaturizer(d.bert_model, device=bert_device)
-            if bert.dim != d.bert_dim:
-                raise ValueError(
-                    f"data.bert_dim={d.bert_dim} but BERT model {d.bert_model!r} has hidden size {bert.dim}"
-                )
-        bar = progress_bar(progress, len(todo), "text features" + (" + BERT" if bert else ""), unit="utt")
+        feat = featurizer(d, device=bert_device)
+        if feat is not None:
+            info = {"model": feat.name, "params": feat.params, "dim": feat.dim, "level": feat.spec.level}
+            atomic_write_text(self.text_dir / "features.json", json.dumps(info, indent=1))
+        what = "text features" + (f" + {d.text_features} ({feat.name})" if feat else "")
+        bar = progress_bar(progress, len(todo), what, unit="utt")
         n = 0
         chunk = 32
         for s in range(0, len(todo), chunk):
             part = todo[s : s + chunk]
             results = [g2p(it.text) for it in part]
-            feats = bert([r.text for r in results]) if bert is not None else [None] * len(part)
+            feats = feat([r.text for r in results]) if feat is not None else [None] * len(part)
             for it, r, f in zip(part, results, feats, strict=True):
                 obj = {"text": r.text, "phones": r.phones, "tones": r.tones, "word2ph": r.word2ph}
                 if f is not None:
-                    obj["bert"] = f.to(torch.float16)
+                    if "tokens" in f:
+                        obj["bert"] = f["tokens"].to(torch.float16)
+                    if "sentence" in f:
+                        obj["sentence"] = f["sentence"].to(torch.float16)
+                    # a sidecar too, so a trial sums its FLOPs without reading every feature file
+                    path = self.text_path(it.id)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write_text(path.with_suffix(".flops"), str(int(f["flops"])))
+                    obj["text_flops"] = f["flops"]
                 _save(obj, self.text_path(it.id))
                 n += 1
             bar.update(len(part))
         bar.close()
         return n
+
+    def _text_flops(self, item_id: str) -> int:
+        if self.text_key["bert"] == "none":
+            return 0
+        side = self.text_path(item_id).with_suffix(".flops")
+        if side.is_file():
+            return int(side.read_text())
+        return int(torch.load(self.text_path(item_id), weights_only=True).get("text_flops", 0))  # older caches
 
     # -- reading -----------------------------------------------------------------------------------
     def load(self, item_id: str) -> tuple[dict, dict]:

@@ -1,7 +1,7 @@
 """Dataset, length-bucketed batch sampler and collate: cached features -> the trainer's batch dict.
 
 Batch (the shared contract): ``phones`` ``tones`` ``languages`` (B, T) long, ``phone_lengths`` (B,),
-``bert`` (B, bert_dim, T) (zeros when BERT is off), ``style`` (B, style_dim) zeros, ``spec``
+``bert`` (B, bert_dim, T) text features (model/text/features.py; zeros with ``data.text_features: none``), ``style`` (B, style_dim) zeros, ``spec``
 (B, n_fft // 2 + 1, F) linear magnitude, ``spec_lengths`` (B,), ``wav`` (B, 1, F * hop) in [-1, 1] at
 ``sampling_rate``, ``wav_lengths`` (B,), ``speakers`` (B,), ``ids`` list[str]. Padding is 0 everywhere; items are ordered
 longest spectrogram first.
@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, Sampler
 
 from model.data.cache import FeatureCache
 from model.data.manifest import ManifestItem
-from model.text.bert import expand_to_phones
+from model.text.features import phone_features
 from model.text.g2p import to_sequence
 
 
@@ -30,13 +30,13 @@ class TTSDataset(Dataset):
         spk2id: dict[str, int],
         *,
         add_blank: bool,
-        use_bert: bool,
+        text_level: str | None,
     ) -> None:
         self.cache = cache
         self.items = list(items)
         self.spk2id = spk2id
         self.add_blank = add_blank
-        self.use_bert = use_bert
+        self.text_level = text_level  # token | sentence | both; None: no text features (zeros)
         d = cache.cfg
         # spectrogram frames from the manifest durations (exact up to a frame; used for bucketing only)
         self.lengths = [max(1, int(i.duration * d.sampling_rate) // d.hop_length) for i in self.items]
@@ -62,8 +62,8 @@ class TTSDataset(Dataset):
             "speaker": self.spk2id[it.speaker],
             "bert": None,
         }
-        if self.use_bert:
-            out["bert"] = expand_to_phones(t["bert"].float(), w2p)
+        if self.text_level is not None:
+            out["bert"] = phone_features(t, w2p, self.text_level)
         return out
 
 

@@ -23,6 +23,7 @@ from model.data.select import needs_selection, pool_message, select, what_select
 from model.data.sources import CorpusInfo, data_section, default_workers, speaker_map
 from model.data.subsets import NotEnoughDataError
 from model.data.validate import ValidationReport
+from model.text.features import bert_input_dim, feature_dim
 
 
 @dataclass
@@ -38,6 +39,9 @@ class PreparedData:
     stats: PrepareStats
     cache: FeatureCache
     style_dim: int = 256
+    bert_dim: int = 1024  # the text-feature width of the batches (model.text.features.bert_input_dim)
+    params_text_model: int = 0  # parameters of the text-feature model (0 for none)
+    flops_text_features: int = 0  # its forward FLOPs over this trial's utterances (train + held-out)
     manifest_dir: Path | None = None
     selection: dict | None = None  # quality filter / mixture summary (select.py), None without them
     _datasets: dict = field(default_factory=dict, repr=False)
@@ -61,7 +65,11 @@ class PreparedData:
         if split_name not in self._datasets:
             items = self.train_items if split_name == "train" else self.val_items
             self._datasets[split_name] = TTSDataset(
-                self.cache, items, self.spk2id, add_blank=self.cfg.add_blank, use_bert=self.cfg.use_bert
+                self.cache,
+                items,
+                self.spk2id,
+                add_blank=self.cfg.add_blank,
+                text_level=None if self.cfg.text_features == "none" else self.cfg.text_features_level,
             )
         return self._datasets[split_name]
 
@@ -72,7 +80,7 @@ class PreparedData:
         return len(self.sampler(batch_size, **kw))
 
     def collate(self, batch: list[dict]) -> dict:
-        return collate(batch, self.cfg.bert_dim, self.style_dim)
+        return collate(batch, self.bert_dim, self.style_dim)
 
     def make_loader(
         self,
@@ -112,6 +120,9 @@ class PreparedData:
             "text_reused": self.stats.text_reused,
             "audio_cache": self.stats.audio_dir,
             "text_cache": self.stats.text_dir,
+            "text_features": self.cfg.text_features,
+            "params_text_model": self.params_text_model,
+            "flops_text_features": self.flops_text_features,
             "manifest_dir": str(self.manifest_dir) if self.manifest_dir else None,
             "selection": self.selection,
         }
@@ -136,6 +147,8 @@ def prepare_data(
     d = data_section(cfg)
     if style_dim is None:
         style_dim = cfg.model.style_dim if d is not cfg else 256
+    # the text-feature width (a trial config: model.bert_dim must match it), checked before any work
+    bert_dim = bert_input_dim(cfg.model, d) if d is not cfg else (feature_dim(d) or 1024)
     sel = select(d, progress=progress, workers=workers)
     if not sel.train:
         active = [s for s in sel.sources if s.weight > 0]
@@ -153,6 +166,14 @@ def prepare_data(
         progress=progress,
         bert_device=bert_device,
     )
+    info = cache.text_info()
+    if d.text_features != "none" and info:
+        width = info["dim"] * (2 if info["level"] == "both" else 1)
+        if width != bert_dim:
+            raise ValueError(
+                f"data.text_features: the cached features in {cache.text_dir} are {width}-dimensional "
+                f"({info['model']}), but {bert_dim} were expected (model.bert_dim / the model's config)"
+            )
     if len(sel.reports) == 1:
         report = sel.reports[0]
     else:
@@ -174,6 +195,9 @@ def prepare_data(
         stats=stats,
         cache=cache,
         style_dim=style_dim,
+        bert_dim=bert_dim,
+        params_text_model=int(info.get("params", 0)) if d.text_features != "none" else 0,
+        flops_text_features=stats.text_flops,
         manifest_dir=sel.manifest_dirs[0],
         selection=sel.summary() if needs_selection(d) else None,
     )

@@ -53,6 +53,7 @@ from model.mas import maximum_path
 from model.metrics.mos import load_utmos
 from model.sink import Sink
 from model.step import resolve_device, scheduled_lr, train_step
+from model.text.features import resolve_text_dims
 from model.train import checkpoint as ckpt
 from model.train.budget import Budget, plan_budget
 from model.train.data import TrialData
@@ -149,6 +150,9 @@ def _static_metrics(cfg: TrialConfig, budget: Budget, data: TrialData) -> dict[s
         available_hours=float(data.prepared.available_hours),
         nelbo_laplace_scale=laplace_scale(cfg),
         batches_per_epoch=data.batches_per_epoch(),
+        # the text-feature model (frozen, computed once into the cache): reported, not in N or C
+        params_text_model=data.prepared.params_text_model,
+        flops_text_features=data.prepared.flops_text_features,
     )
     if budget.compute_budget is not None:
         m["compute_budget"] = budget.compute_budget
@@ -220,6 +224,7 @@ def _run(cfg, sink, *, resume, progress, step_fn) -> TrialResult:
 
     emit = progress or (lambda ev: None)
     emit({"kind": "prepare", "step": 0, "total": 0})
+    resolve_text_dims(cfg)  # model.bert_dim from data.text_features (refuses a mismatch) before any work
     data = TrialData.prepare(cfg, device=device)
     val_batches = data.val_batches()
 
