@@ -6,6 +6,8 @@ params (numbers parsed), ``N`` (= ``params_generator``: generator parameters, th
 ``N_total`` = generator + discriminator parameters to count what is trained), ``D`` (= ``data_seen_s``,
 audio seconds seen in training), ``C`` (= final cumulative measured ``flops``), ``data_hours`` (unique
 training hours), ``wall_s`` (run wall time), and every final metric (the last logged value).
+The text-feature model (model/text/features.py) is not in ``N`` or ``C``; ``params_text_model``,
+``flops_text_features``, ``N_with_text`` and ``C_with_text`` count it (``add_text_model_columns``).
 Sweeps with stages (pretrain -> fine-tune) add ``stage`` and ``from_trial`` (from the run tags) and
 ``pretrain_flops`` / ``pretrain_hours`` (0 for trials that started from scratch); ``C``, ``D`` and
 ``data_hours`` of a fine-tuned trial count its fine-tuning only.
@@ -162,6 +164,18 @@ def curves_from_file(path: str | Path, metric: str, **cols) -> pd.DataFrame | No
 # MLflow
 
 
+def add_text_model_columns(row: dict[str, Any]) -> None:
+    """The text-feature model counted in or not (one documented choice, both available): ``N`` and ``C``
+    leave it out (it is frozen and runs once per corpus, like the WavLM feature model); ``N_with_text`` =
+    ``N + params_text_model`` and ``C_with_text`` = ``C + flops_text_features`` count it (``--n-col
+    N_with_text --c-col C_with_text``). Runs without the metrics (older runs, text features off) count 0."""
+    for col in ("params_text_model", "flops_text_features"):
+        v = row.get(col)
+        row[col] = 0.0 if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
+    row["N_with_text"] = row["N"] + row["params_text_model"]
+    row["C_with_text"] = row["C"] + row["flops_text_features"]
+
+
 def sweep_runs(sweep: str, uri: str | None = None) -> tuple[Any, list]:
     """(parent run or None, trial runs) of a sweep, one run per trial id (the latest finished one)."""
     try:
@@ -242,6 +256,7 @@ def read_mlflow(sweep: str, uri: str | None = None, *, include_trunks: bool = Fa
             row["N_total"] = row["N"] + r.data.metrics["params_discriminator"]
         row["D"] = r.data.metrics.get("data_seen_s", np.nan)
         row["C"] = r.data.metrics.get("flops", np.nan)
+        add_text_model_columns(row)
         end, start = r.info.end_time, r.info.start_time
         row["wall_s"] = (end - start) / 1000.0 if end and start else np.nan
         rows.append(row)

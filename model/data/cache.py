@@ -188,6 +188,10 @@ class FeatureCache:
         t0 = time.perf_counter()
         st = PrepareStats(audio_dir=str(self.audio_dir), text_dir=str(self.text_dir))
         d = self.cfg
+        if d.text_features != "none" and any(not self.text_path(it.id).is_file() for it in items):
+            from model.text.features import check_available
+
+            check_available(d)  # a text model that is not on this machine: refused before the audio work
         self._init_dir(self.audio_dir, self.audio_key)
         with file_lock(self.audio_dir / ".lock"):
             todo = [it for it in items if not self.audio_path(it.id).is_file()]
@@ -253,8 +257,8 @@ class FeatureCache:
             for it, r, f in zip(part, results, feats, strict=True):
                 obj = {"text": r.text, "phones": r.phones, "tones": r.tones, "word2ph": r.word2ph}
                 if f is not None:
-                    if "tokens" in f:
-                        obj["bert"] = f["tokens"].to(torch.float16)
+                    if "bert" in f:
+                        obj["bert"] = f["bert"].to(torch.float16)
                     if "sentence" in f:
                         obj["sentence"] = f["sentence"].to(torch.float16)
                     # a sidecar too, so a trial sums its FLOPs without reading every feature file

@@ -8,8 +8,10 @@ causal language model's hidden states (Llama-VITS). One choice, ``data.text_feat
   ids character by character, unknown ones ``[UNK]``), ``[CLS] text [SEP]``, hidden layer -3. With the default layer this path's cache key and features are the
   ones before text features became an axis.
 - anything else: a Hugging Face model id (looked up in the HF cache only) or a local directory, with
-  ``data.text_features_kind``: ``encoder`` (``AutoModel``) or ``causal`` (``AutoModel`` on a causal LM's
-  checkpoint: its base model, the LM head is not loaded and not counted).
+  ``data.text_features_kind``: ``auto`` (default: from the config's ``architectures``: ``*ForCausalLM`` /
+  ``*LMHeadModel`` is causal), ``encoder`` or ``causal``; an explicit kind the config contradicts is
+  refused. Both load with ``AutoModel``: a causal LM's base model (the LM head is not loaded nor
+  counted), run left to right, so its last token's state has seen the whole sentence.
 
 Layers (``data.text_features_layers``): indices into the model's hidden states (0 = the embeddings,
 ``num_hidden_layers`` = the last; negative counts from the end); several are averaged (e.g. ``[-4, -3, -2,
@@ -68,12 +70,15 @@ BERT_DEFAULT = "ku-nlp/deberta-v2-large-japanese-char-wwm"
 
 # facts about models a shipped sweep names (hidden size, hidden layers): plans and dry runs size the
 # generator's bert_proj before the weights are on the machine; any other model is read from its config.json
-KNOWN_MODELS: dict[str, dict[str, int]] = {
-    BERT_DEFAULT: {"hidden_size": 1024, "num_hidden_layers": 24},
-    "ku-nlp/deberta-v2-base-japanese-char-wwm": {"hidden_size": 768, "num_hidden_layers": 12},
-    "rinna/japanese-gpt2-medium": {"hidden_size": 1024, "num_hidden_layers": 24},
-    "llm-jp/llm-jp-3-1.8b": {"hidden_size": 2048, "num_hidden_layers": 24},
+KNOWN_MODELS: dict[str, dict] = {
+    BERT_DEFAULT: {"hidden_size": 1024, "num_hidden_layers": 24, "architectures": ["DebertaV2ForMaskedLM"]},
+    "llm-jp/llm-jp-3-1.8b": {
+        "hidden_size": 2048,
+        "num_hidden_layers": 24,
+        "architectures": ["LlamaForCausalLM"],
+    },
 }
+CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 WEIGHT_FILES = (
     "model.safetensors",
     "model.safetensors.index.json",
@@ -87,7 +92,7 @@ class TextFeatureSpec:
     """What is computed (everything in it is part of the text cache key)."""
 
     model: str  # hub id or local path
-    kind: str  # encoder | causal
+    kind: str  # auto | encoder | causal (as asked; ``check_kind`` compares it with the model's config)
     layers: tuple[int, ...]
     level: str  # token | sentence | both
     sentence: str  # mean | last
@@ -204,6 +209,22 @@ def check_layers(layers: tuple[int, ...] | list[int], n_layers: int, name: str) 
             )
 
 
+def model_kind(architectures: list[str] | None) -> str:
+    """``causal`` for a causal LM's config (``*ForCausalLM``, ``*LMHeadModel``), else ``encoder``."""
+    return "causal" if any(a.endswith(CAUSAL_SUFFIXES) for a in architectures or []) else "encoder"
+
+
+def check_kind(asked: str, architectures: list[str] | None, name: str) -> str:
+    """The kind to use: the config's when ``auto``; an explicit kind the config contradicts is refused."""
+    found = model_kind(architectures)
+    if asked != "auto" and architectures and asked != found:
+        raise ConfigError(
+            f"data.text_features_kind: {asked!r} but {name!r} is {'a causal LM' if found == 'causal' else 'an encoder'} "
+            f"({', '.join(architectures)}); set {found} or auto"
+        )
+    return found if asked == "auto" else asked
+
+
 def feature_dim(d: DataConfig) -> int | None:
     """Width of the features ``d`` asks for (None for ``none``): proj_dim or the hidden size, doubled for
     ``level: both``. Layer indices are checked against the model here."""
@@ -211,6 +232,7 @@ def feature_dim(d: DataConfig) -> int | None:
     if s is None:
         return None
     facts = model_facts(d)
+    check_kind(s.kind, facts.get("architectures"), s.model)
     if facts.get("num_hidden_layers"):
         check_layers(s.layers, int(facts["num_hidden_layers"]), s.model)
     width = s.proj_dim or int(facts["hidden_size"])
@@ -270,8 +292,9 @@ def random_projection(dim: int, p: int) -> torch.Tensor:
 
 
 class TextFeaturizer:
-    """Loads the model once; ``__call__(texts)`` -> per text a dict ``{"tokens": (len(text)+2, dim)`` (token
-    or both levels), ``"sentence": (dim,)`` (sentence or both), ``"flops": int}``, float32 on the CPU."""
+    """Loads the model once; ``__call__(texts)`` -> per text a dict ``{"bert": (len(text)+2, dim)`` (token
+    or both levels; the cache's name for token rows), ``"sentence": (dim,)`` (sentence or both), ``"flops":
+    int}``, float32 on the CPU."""
 
     def __init__(
         self, spec: TextFeatureSpec, device: str | None = None, max_tokens: int | None = None
@@ -298,6 +321,7 @@ class TextFeaturizer:
         if self.device.startswith("cuda"):
             self.model.half()
         mc = self.model.config
+        self.kind = check_kind(spec.kind, getattr(mc, "architectures", None), spec.model)
         check_layers(spec.layers, int(mc.num_hidden_layers), spec.model)
         self.hidden = int(mc.hidden_size)
         self.params = sum(p.numel() for p in self.model.parameters())
@@ -394,7 +418,7 @@ class TextFeaturizer:
                 h = h @ self.proj
             entry: dict = {"flops": int(round(flops[t]))}
             if self.spec.level in ("token", "both"):
-                entry["tokens"] = char_rows(h, [sp for _, sp in toks], len(text))
+                entry["bert"] = char_rows(h, [sp for _, sp in toks], len(text))
             if self.spec.level in ("sentence", "both"):
                 body = [k for k, (_, sp) in enumerate(toks) if sp is not None] or list(range(len(toks)))
                 entry["sentence"] = h[body].mean(0) if self.spec.sentence == "mean" else h[-1]
