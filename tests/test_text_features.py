@@ -324,3 +324,78 @@ def test_analysis_columns_count_the_text_model_or_not():
     off = {"N": 100.0, "C": 1e9}  # text features off, or a run from before the metrics
     add_text_model_columns(off)
     assert off["params_text_model"] == 0.0 and off["N_with_text"] == 100.0 and off["C_with_text"] == 1e9
+
+
+# -- the text-feature axis through a sweep -----------------------------------------------------------------
+SWEEP = Path(__file__).parent / "sweeps" / "text_features_cpu.yaml"
+
+
+@pytest.fixture(scope="module")
+def sweep_file(tmp_path_factory, models, builtin_corpus) -> Path:  # noqa: F811
+    """The CPU sweep with its model placeholders, storage, tracking and cache in one tmp directory, on the
+    session's built-in corpus (already built, so the sweep does not build its own)."""
+    import yaml
+
+    tmp = tmp_path_factory.mktemp("text_sweep")
+    text = SWEEP.read_text(encoding="utf-8")
+    for name, key in (("bert", "@BERT@"), ("deberta", "@DEBERTA@"), ("llama", "@LLAMA@")):
+        text = text.replace(key, str(models[name]))
+    raw = yaml.safe_load(text)
+    raw["storage_path"] = str(tmp / "sweeps")
+    raw["tracking_uri"] = f"sqlite:///{tmp / 'mlflow.db'}"
+    raw["base"]["data"]["corpus"] = str(builtin_corpus.esd_list)
+    raw["base"]["data"]["cache_dir"] = str(tmp / "cache")
+    out = tmp / "text_features_cpu.yaml"
+    out.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return out
+
+
+def test_the_axis_plans_four_sources_and_one_trial_reports_the_text_model(sweep_file, models, tmp_path):
+    from model.sink import MemorySink
+    from model.train import run_trial
+    from orchestrator.plan import load_spec, resolve
+
+    plan = resolve(load_spec(sweep_file), count=False)
+    sources = [tp.config.data.text_features for tp in plan.trials]
+    assert sources == ["none", "bert", str(models["deberta"]), str(models["llama"])]
+    assert len({tp.trial_id for tp in plan.trials}) == 4
+    cfg = plan.trials[3].config  # the causal LM: token rows + sentence vector
+    assert cfg.data.text_features_level == "both" and cfg.model.bert_dim is None
+    cfg.output_dir = str(tmp_path / "trial")
+    cfg.train.steps = 2
+    cfg.eval.n_utterances = 0  # likelihood metrics only: the sweep test synthesises
+    sink = MemorySink()
+    res = run_trial(cfg, sink, resume=False)
+    assert res.status == "finished", res.message
+    assert cfg.model.bert_dim == 32  # resolved from the features before the nets were built
+    static = sink.metrics[0][1]
+    assert static["params_text_model"] > 0 and static["flops_text_features"] > 0
+    assert static["params_enc_p"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_text_feature_sweep_runs_end_to_end_and_the_table_has_the_columns(sweep_file):
+    import os
+
+    from analysis.table import load
+    from orchestrator.driver import submit_sweep
+
+    old = Path.cwd()
+    os.chdir(sweep_file.parent)
+    try:
+        result = submit_sweep(sweep_file, progress=False)
+    finally:
+        os.chdir(old)
+    assert result.n_finished == 4, result.trials
+    table = load("text_features_cpu", tracking_uri_=f"sqlite:///{sweep_file.parent / 'mlflow.db'}")
+    for col in ("params_text_model", "flops_text_features", "N_with_text", "C_with_text", "val_nelbo"):
+        assert table[col].notna().all(), col
+    by = table.set_index("data.text_features")
+    assert by.loc["none", "params_text_model"] == 0 and by.loc["none", "N_with_text"] == by.loc["none", "N"]
+    assert (table["params_text_model"] > 0).sum() == 3
+    assert (table["C_with_text"] >= table["C"]).all()
+    cols = ["data.text_features", "N", "params_text_model", "C", "flops_text_features", "C_with_text", "val_nelbo"]
+    shown = table[cols].copy()
+    shown["data.text_features"] = shown["data.text_features"].map(lambda s: Path(str(s)).name)
+    print("\n" + shown.to_string(index=False))
