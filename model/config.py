@@ -69,7 +69,7 @@ class DataConfig:
     # text features (model/text/features.py): none (zeros) | bert (bert_model below, SBV2's path) | a Hugging
     # Face model id (already in the HF cache) or local directory; a sweep axis. Replaces use_bert.
     text_features: str = "none"
-    # a model id's kind: auto (from its config.json's architectures) | encoder | causal (bert: encoder)
+    # a model id's kind: auto (from its config.json's architectures) | encoder | causal (bert: always encoder)
     text_features_kind: Literal["auto", "encoder", "causal"] = "auto"
     text_features_layers: list[int] = field(default_factory=lambda: [-3])  # hidden states, averaged
     text_features_level: Literal["token", "sentence", "both"] = "token"  # per character / per utterance
@@ -470,8 +470,6 @@ def check_data(d: DataConfig, where: str = "data") -> None:
         raise ConfigError(
             f"{where}.text_features_proj_dim: must be >= 1 or null, got {d.text_features_proj_dim}"
         )
-    if d.text_features == "bert" and d.text_features_kind == "causal":
-        raise ConfigError(f"{where}.text_features_kind: bert (data.bert_model) is an encoder, got 'causal'")
 
 
 def check_section(obj: Any, where: str) -> None:

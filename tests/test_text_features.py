@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the builtin_corpus fixture, imported from fixtures_data, is a test argument here
 """Text features as a sweep axis (model/text/features.py), with tiny random models the tests write locally:
 a DeBERTa-v2 behind a fast tokenizer with multi-character tokens and a normaliser that drops a character,
 a tiny Llama (causal LM) with a BOS-adding fast tokenizer, and the char-vocabulary DeBERTa of the BERT path.
@@ -395,7 +396,15 @@ def test_text_feature_sweep_runs_end_to_end_and_the_table_has_the_columns(sweep_
     assert by.loc["none", "params_text_model"] == 0 and by.loc["none", "N_with_text"] == by.loc["none", "N"]
     assert (table["params_text_model"] > 0).sum() == 3
     assert (table["C_with_text"] >= table["C"]).all()
-    cols = ["data.text_features", "N", "params_text_model", "C", "flops_text_features", "C_with_text", "val_nelbo"]
+    cols = [
+        "data.text_features",
+        "N",
+        "params_text_model",
+        "C",
+        "flops_text_features",
+        "C_with_text",
+        "val_nelbo",
+    ]
     shown = table[cols].copy()
     shown["data.text_features"] = shown["data.text_features"].map(lambda s: Path(str(s)).name)
     print("\n" + shown.to_string(index=False))
