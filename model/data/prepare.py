@@ -11,6 +11,7 @@ Steps (each cached and safe to run from several trials at once):
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from model.data.sources import CorpusInfo, data_section, default_workers, speake
 from model.data.subsets import NotEnoughDataError
 from model.data.validate import ValidationReport
 from model.text.features import bert_input_dim, feature_dim
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -167,6 +170,12 @@ def prepare_data(
         bert_device=bert_device,
     )
     info = cache.text_info()
+    if d.text_features != "none" and not info:
+        log.warning(
+            "%s was filled before text caches recorded their model (features.json): params_text_model and "
+            "flops_text_features are reported as 0; delete the directory to recompute them",
+            cache.text_dir,
+        )
     if d.text_features != "none" and info:
         width = info["dim"] * (2 if info["level"] == "both" else 1)
         if width != bert_dim:
