@@ -5,15 +5,18 @@ Steps (each cached and safe to run from several trials at once):
    on first use), score it if a quality filter needs scores, draw the fixed held-out set
    (``data.val_utterances``) and the nested training subset of ``data.data_hours`` (``subsets.py``). One
    corpus is one source of weight 1; a mixture is one source per corpus.
-2. Fill the feature cache for the training subset and the held-out set (``cache.py``).
+2. Fill the feature cache for the training subset and the held-out set (``cache.py``), and the style
+   vectors of the same items (``style.py``: ``data.style_encoder``, its own cache file).
 3. Return datasets, the speaker map and loaders with seeded, resumable batch order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 from torch.utils.data import DataLoader
 
 from model.data.cache import FeatureCache, PrepareStats
@@ -21,6 +24,7 @@ from model.data.dataset import BucketBatchSampler, TTSDataset, collate
 from model.data.manifest import ManifestItem, fingerprint
 from model.data.select import needs_selection, pool_message, select, what_selects
 from model.data.sources import CorpusInfo, data_section, default_workers, speaker_map
+from model.data.style import StyleStats, check_style, prepare_styles, speaker_means, style_vectors_for_export
 from model.data.subsets import NotEnoughDataError
 from model.data.validate import ValidationReport
 
@@ -40,6 +44,8 @@ class PreparedData:
     style_dim: int = 256
     manifest_dir: Path | None = None
     selection: dict | None = None  # quality filter / mixture summary (select.py), None without them
+    styles: dict | None = None  # utterance id -> style vector (style.py); None: data.style_encoder zeros
+    style_stats: StyleStats = field(default_factory=StyleStats)
     _datasets: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -61,9 +67,22 @@ class PreparedData:
         if split_name not in self._datasets:
             items = self.train_items if split_name == "train" else self.val_items
             self._datasets[split_name] = TTSDataset(
-                self.cache, items, self.spk2id, add_blank=self.cfg.add_blank, use_bert=self.cfg.use_bert
-            )
+                self.cache, items, self.spk2id, add_blank=self.cfg.add_blank, use_bert=self.cfg.use_bert,
+                styles=self.styles, speaker_styles=self.speaker_styles,
+            )  # fmt: skip
         return self._datasets[split_name]
+
+    @cached_property
+    def speaker_styles(self) -> dict | None:
+        """Speaker -> mean style vector over the training items (``""``: all of them); None for zeros."""
+        return None if self.styles is None else speaker_means(self.styles, self.train_items)
+
+    def export_style_vectors(self, speaker: str | None = None):
+        """``style_vectors_for_export`` over the training items: (names, [n_styles, style_dim]) for SBV2's
+        ``style_vectors.npy``; zero rows when the encoder is ``zeros`` (only ``Neutral``)."""
+        if self.styles is None:
+            return ["Neutral"], np.zeros((1, self.style_dim), np.float32)
+        return style_vectors_for_export(self.styles, self.train_items, self.cfg.style2id, speaker=speaker)
 
     def sampler(self, batch_size: int, seed: int = 0, epoch: int = 0, skip_batches: int = 0, **kw):
         return BucketBatchSampler(self.train.lengths, batch_size, seed, epoch, skip_batches, **kw)
@@ -110,6 +129,10 @@ class PreparedData:
             "audio_reused": self.stats.audio_reused,
             "text_computed": self.stats.text_computed,
             "text_reused": self.stats.text_reused,
+            "style_encoder": self.cfg.style_encoder,
+            "style_computed": self.style_stats.computed,
+            "style_reused": self.style_stats.reused,
+            "style_cache": self.style_stats.path or None,
             "audio_cache": self.stats.audio_dir,
             "text_cache": self.stats.text_dir,
             "manifest_dir": str(self.manifest_dir) if self.manifest_dir else None,
@@ -132,10 +155,12 @@ def prepare_data(
     bert_device: str | None = None,
 ) -> PreparedData:
     """Everything the trainer needs from a ``DataConfig`` (or a ``TrialConfig``: its ``model.style_dim``
-    sets the width of the zero style vectors)."""
+    is the width of the style vectors; an encoder of another width is refused before anything is
+    embedded). ``bert_device`` also runs the style encoder."""
     d = data_section(cfg)
     if style_dim is None:
         style_dim = cfg.model.style_dim if d is not cfg else 256
+    check_style(d, style_dim)  # a wrong width or a missing encoder is refused before any work
     sel = select(d, progress=progress, workers=workers)
     if not sel.train:
         active = [s for s in sel.sources if s.weight > 0]
@@ -146,6 +171,15 @@ def prepare_data(
         )
     items = sel.manifest
     spk2id = speaker_map(items, d)
+    # style vectors first: an encoder that cannot be loaded fails before minutes of audio features
+    styles, style_stats = prepare_styles(
+        d,
+        fingerprint(items),
+        sel.train + sel.heldout,
+        style_dim=style_dim,
+        device=bert_device,
+        progress=progress,
+    )
     cache = FeatureCache(d.cache_dir, fingerprint(items), d)
     stats = cache.prepare(
         sel.train + sel.heldout,
@@ -176,4 +210,6 @@ def prepare_data(
         style_dim=style_dim,
         manifest_dir=sel.manifest_dirs[0],
         selection=sel.summary() if needs_selection(d) else None,
+        styles=styles,
+        style_stats=style_stats,
     )
