@@ -1,9 +1,9 @@
 """Dataset, length-bucketed batch sampler and collate: cached features -> the trainer's batch dict.
 
 Batch (the shared contract): ``phones`` ``tones`` ``languages`` (B, T) long, ``phone_lengths`` (B,),
-``bert`` (B, bert_dim, T) (zeros when BERT is off), ``style`` (B, style_dim) each utterance's style vector
-(``data.style_encoder``; zeros for ``zeros``), ``speaker_style`` (B, style_dim) its speaker's mean style vector
-over the training items (what evaluation's synthesis conditions on, as SBV2's inference), ``spec``
+``bert`` (B, bert_dim, T) (zeros when BERT is off), ``style`` (B, style_dim) each utterance's style
+vector (``data.style_encoder``; zeros for ``zeros``), ``speaker_style`` (B, style_dim) its speaker's mean
+style vector over the training items (what evaluation's synthesis conditions on, as SBV2's inference), ``spec``
 (B, n_fft // 2 + 1, F) linear magnitude, ``spec_lengths`` (B,), ``wav`` (B, 1, F * hop) in [-1, 1] at
 ``sampling_rate``, ``wav_lengths`` (B,), ``speakers`` (B,), ``ids`` list[str]. Padding is 0 everywhere; items are ordered
 longest spectrogram first.
