@@ -39,6 +39,7 @@ the file. An encoder is only loaded when something is missing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -51,6 +52,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import torch
 
 from model.config import ConfigError, parse_style_encoder
 from model.data.files import atomic_write_bytes, atomic_write_text, file_lock, progress_bar
@@ -87,6 +89,13 @@ def parse_encoder(spec: str, where: str = FIELD) -> EncoderSpec:
 
 
 def _sha256_file(path: Path) -> str:
+    st = Path(path).stat()
+    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    """Digest of a weights file, once per (path, size, mtime) per process (every prepare asks for it)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -122,6 +131,8 @@ def encoder_key(spec: EncoderSpec | str) -> dict:
         if not p.is_file():
             raise StyleEncoderError(f"{FIELD}={s.text!r}: {p}: no such file (a torch.jit.save'd module)")
         return {"kind": "torchscript", "file": p.name, "sha256": _sha256_file(p)}
+    if s.kind == "wespeaker" and Path(s.arg).is_file():  # a local checkpoint: its content, not its name
+        return {"kind": "wespeaker", "file": Path(s.arg).name, "sha256": _sha256_file(Path(s.arg))}
     return {"kind": s.kind, "model": s.arg} if s.arg else {"kind": s.kind}
 
 
@@ -143,8 +154,7 @@ def _resample(wav: np.ndarray, sr: int, target: int) -> np.ndarray:
     wav = np.asarray(wav, dtype=np.float32)
     if sr == target:
         return wav
-    import torch  # heavy; only on the resampling path
-    import torchaudio
+    import torchaudio  # as cache.py: only on the resampling path
 
     return torchaudio.functional.resample(torch.from_numpy(wav), sr, target).numpy()
 
@@ -188,7 +198,6 @@ class WespeakerEncoder:
             "the model in the Hugging Face cache (downloaded beforehand; HF_HUB_OFFLINE=1 reads only the cache)"
         )
         try:  # imported here: pyannote.audio is optional (SBV2 users have it), not a project dependency
-            import torch
             from pyannote.audio import Inference, Model
         except ImportError as e:
             raise StyleEncoderError(
@@ -200,14 +209,13 @@ class WespeakerEncoder:
             raise StyleEncoderError(f"{need}. Loading failed: {type(e).__name__}: {e}") from None
         if net is None:  # pyannote returns None for a gated model without a token
             raise StyleEncoderError(f"{need}. Loading returned nothing (a gated model without access?)")
-        self._torch = torch
         self._inf = Inference(net, window="whole")
         self._inf.to(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
 
     def embed(self, waveforms: Sequence[np.ndarray], sample_rate: int) -> np.ndarray:
         rows = []
         for w in waveforms:
-            x = self._torch.from_numpy(np.asarray(w, dtype=np.float32)).unsqueeze(0)
+            x = torch.from_numpy(np.asarray(w, dtype=np.float32)).unsqueeze(0)
             rows.append(np.asarray(self._inf({"waveform": x, "sample_rate": sample_rate})).reshape(-1))
         return np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.dim), np.float32)
 
@@ -218,10 +226,7 @@ class TorchScriptEncoder:
     dim = None
 
     def __init__(self, path: str, device: str | None = None) -> None:
-        import torch  # heavy; only this encoder needs it here
-
         self.id = f"torchscript:{path}"
-        self._torch = torch
         self._device = torch.device(device or "cpu")
         try:
             self._mod = torch.jit.load(path, map_location=self._device).eval()
@@ -239,9 +244,9 @@ class TorchScriptEncoder:
 
     def embed(self, waveforms: Sequence[np.ndarray], sample_rate: int) -> np.ndarray:
         rows = []
-        with self._torch.no_grad():
+        with torch.no_grad():
             for w in waveforms:
-                x = self._torch.from_numpy(_resample(w, sample_rate, self.sample_rate)).unsqueeze(0)
+                x = torch.from_numpy(_resample(w, sample_rate, self.sample_rate)).unsqueeze(0)
                 y = self._mod(x.to(self._device))
                 rows.append(y.detach().float().cpu().numpy().reshape(-1))
         if not rows:
