@@ -270,13 +270,13 @@ def test_a_misspelt_encoder_is_refused_when_the_config_is_built(tmp_path):
             }
         )
     )
-    from orchestrator.plan import resolve
+    from orchestrator.plan import SpecError, resolve
 
     plan = resolve(sweep, count=False)  # a sweep field like every data.* field
     assert sorted(t.config.data.style_encoder for t in plan.trials) == ["resemblyzer", "zeros"]
     sweep.write_text(sweep.read_text().replace("resemblyzer", "resemblizer"))
-    with pytest.raises(Exception, match="style_encoder"):
-        resolve(sweep, count=False)
+    with pytest.raises(SpecError, match=r"axes.data.style_encoder\[1\]: unknown style encoder 'resemblizer'"):
+        resolve(sweep, count=False)  # refused at submit, before any trial starts
 
 
 def test_an_encoder_that_cannot_load_offline_fails_before_any_feature(builtin_corpus, tmp_path, monkeypatch):  # noqa: F811
