@@ -87,6 +87,9 @@ class DataConfig:
     corpora: dict[str, str] = field(default_factory=dict)  # corpus name -> path, or "builtin"
     builtin_degrade: float = 0.0  # fraction of the built-in corpus degraded in known ways (degrade.py)
     builtin_degrade_seed: int = 0
+    # style vectors (model/data/style.py): zeros | resemblyzer | wespeaker[:ID_OR_PATH] | torchscript:PATH;
+    # a sweep field and part of the style cache's key (the audio/text caches do not depend on it)
+    style_encoder: str = "resemblyzer"
 
 
 @dataclass
@@ -456,8 +459,27 @@ def check_model(m: ModelConfig, where: str = "model") -> None:
     m.validate(where)  # muP: a positive base width the heads divide
 
 
+STYLE_ENCODERS = ("zeros", "resemblyzer", "wespeaker", "torchscript")  # model/data/style.py
+
+
+def parse_style_encoder(spec: Any, where: str = "data.style_encoder") -> tuple[str, str]:
+    """``zeros | resemblyzer | wespeaker[:ID_OR_PATH] | torchscript:PATH`` -> ``(kind, argument)``: the
+    spelling only, checked when the config is built (loading it is ``model.data.style``'s job)."""
+    allowed = "zeros, resemblyzer, wespeaker, wespeaker:<hub id or path>, torchscript:<path>"
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"{where}: expected a style encoder ({allowed}), got {spec!r}")
+    kind, _, arg = spec.strip().partition(":")
+    if kind not in STYLE_ENCODERS:
+        raise ConfigError(f"{where}: unknown style encoder {spec!r} (allowed: {allowed})")
+    if kind in ("zeros", "resemblyzer") and arg:
+        raise ConfigError(f"{where}: {kind!r} takes no argument, got {spec!r}")
+    if kind == "torchscript" and not arg:
+        raise ConfigError(f"{where}: torchscript needs a file, e.g. 'torchscript:enc.pt', got {spec!r}")
+    return kind, arg
+
+
 def check_data(d: DataConfig, where: str = "data") -> None:
-    """Rules of ``data`` that need no files: the text-feature fields (whether a model is on this machine and
+    """Rules of ``data`` that need no files: the text-feature fields and the style encoder's spelling (whether a model is on this machine and
     its layer range are checked by ``model.text.features`` before training)."""
     if not d.text_features.strip():
         raise ConfigError(f"{where}.text_features: empty (none, bert, or a model id / local directory)")
@@ -470,6 +492,7 @@ def check_data(d: DataConfig, where: str = "data") -> None:
         raise ConfigError(
             f"{where}.text_features_proj_dim: must be >= 1 or null, got {d.text_features_proj_dim}"
         )
+    parse_style_encoder(d.style_encoder, f"{where}.style_encoder")
 
 
 def check_section(obj: Any, where: str) -> None:
@@ -752,6 +775,9 @@ def tiny_config(sample_rate: int = 16000) -> TrialConfig:
     # the SDP follows hidden_channels (sdp_filter_channels None); the deterministic duration predictor
     # is fixed-width (256) in SBV2 and kept small here (a tiny-preset difference, docs/recipe.md)
     m.dp_filter_channels = 32
+    # no style encoder: the CPU tests, the demo and the ladder keep zero style vectors (resemblyzer costs
+    # ~40 s per hour of audio on one core, README "style vectors"); public presets embed real ones
+    d.style_encoder = "zeros"
     t.batch_size = 2
     t.segment_size = 2048
     t.log_interval = 10

@@ -1,7 +1,10 @@
 """Dataset, length-bucketed batch sampler and collate: cached features -> the trainer's batch dict.
 
 Batch (the shared contract): ``phones`` ``tones`` ``languages`` (B, T) long, ``phone_lengths`` (B,),
-``bert`` (B, bert_dim, T) text features (model/text/features.py; zeros with ``data.text_features: none``), ``style`` (B, style_dim) zeros, ``spec``
+``bert`` (B, bert_dim, T) text features (model/text/features.py; zeros with ``data.text_features: none``),
+``style`` (B, style_dim) each utterance's style vector (``data.style_encoder``; zeros for ``zeros``),
+``speaker_style`` (B, style_dim) its speaker's mean style vector over the training items (what evaluation's
+synthesis conditions on, as SBV2's inference), ``spec``
 (B, n_fft // 2 + 1, F) linear magnitude, ``spec_lengths`` (B,), ``wav`` (B, 1, F * hop) in [-1, 1] at
 ``sampling_rate``, ``wav_lengths`` (B,), ``speakers`` (B,), ``ids`` list[str]. Padding is 0 everywhere; items are ordered
 longest spectrogram first.
@@ -31,12 +34,18 @@ class TTSDataset(Dataset):
         *,
         add_blank: bool,
         text_level: str | None,
+        styles: dict[str, np.ndarray] | None = None,
+        speaker_styles: dict[str, np.ndarray] | None = None,
     ) -> None:
+        """``styles``: utterance id -> style vector, ``speaker_styles``: speaker -> mean vector (``""``: the
+        mean of all, for a speaker without training items); None: zero style vectors."""
         self.cache = cache
         self.items = list(items)
         self.spk2id = spk2id
         self.add_blank = add_blank
         self.text_level = text_level  # token | sentence | both; None: no text features (zeros)
+        self.styles = styles
+        self.speaker_styles = speaker_styles
         d = cache.cfg
         # spectrogram frames from the manifest durations (exact up to a frame; used for bucketing only)
         self.lengths = [max(1, int(i.duration * d.sampling_rate) // d.hop_length) for i in self.items]
@@ -61,7 +70,13 @@ class TTSDataset(Dataset):
             "wav": a["wav"].float() / 32768.0,
             "speaker": self.spk2id[it.speaker],
             "bert": None,
+            "style": None,
+            "speaker_style": None,
         }
+        if self.styles is not None:
+            out["style"] = torch.from_numpy(self.styles[it.id])
+            sp = self.speaker_styles or {}
+            out["speaker_style"] = torch.from_numpy(sp.get(it.speaker, sp.get("", self.styles[it.id])))
         if self.text_level is not None:
             out["bert"] = phone_features(t, w2p, self.text_level)
         return out
@@ -82,6 +97,7 @@ def collate(batch: list[dict], bert_dim: int, style_dim: int) -> dict:
         "phone_lengths": torch.zeros(B, dtype=torch.long),
         "bert": torch.zeros(B, bert_dim, T),
         "style": torch.zeros(B, style_dim),
+        "speaker_style": torch.zeros(B, style_dim),
         "spec": torch.zeros(B, n_freq, F),
         "spec_lengths": torch.zeros(B, dtype=torch.long),
         "wav": torch.zeros(B, 1, W),
@@ -97,6 +113,9 @@ def collate(batch: list[dict], bert_dim: int, style_dim: int) -> dict:
         out["phone_lengths"][i] = n
         if b["bert"] is not None:
             out["bert"][i, :, :n] = b["bert"]
+        if b.get("style") is not None:
+            out["style"][i] = b["style"]
+            out["speaker_style"][i] = b["speaker_style"]
         f = b["spec"].shape[1]
         out["spec"][i, :, :f] = b["spec"]
         out["spec_lengths"][i] = f

@@ -5,7 +5,8 @@ Steps (each cached and safe to run from several trials at once):
    on first use), score it if a quality filter needs scores, draw the fixed held-out set
    (``data.val_utterances``) and the nested training subset of ``data.data_hours`` (``subsets.py``). One
    corpus is one source of weight 1; a mixture is one source per corpus.
-2. Fill the feature cache for the training subset and the held-out set (``cache.py``).
+2. Fill the feature cache for the training subset and the held-out set (``cache.py``), and the style
+   vectors of the same items (``style.py``: ``data.style_encoder``, its own cache file).
 3. Return datasets, the speaker map and loaders with seeded, resumable batch order.
 """
 
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 from torch.utils.data import DataLoader
 
 from model.data.cache import FeatureCache, PrepareStats
@@ -22,6 +25,7 @@ from model.data.dataset import BucketBatchSampler, TTSDataset, collate
 from model.data.manifest import ManifestItem, fingerprint
 from model.data.select import needs_selection, pool_message, select, what_selects
 from model.data.sources import CorpusInfo, data_section, default_workers, speaker_map
+from model.data.style import StyleStats, check_style, prepare_styles, speaker_means, style_vectors_for_export
 from model.data.subsets import NotEnoughDataError
 from model.data.validate import ValidationReport
 from model.text.features import bert_input_dim, feature_dim
@@ -47,6 +51,8 @@ class PreparedData:
     flops_text_features: int = 0  # its forward FLOPs over this trial's utterances (train + held-out)
     manifest_dir: Path | None = None
     selection: dict | None = None  # quality filter / mixture summary (select.py), None without them
+    styles: dict | None = None  # utterance id -> style vector (style.py); None: data.style_encoder zeros
+    style_stats: StyleStats = field(default_factory=StyleStats)
     _datasets: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -73,8 +79,22 @@ class PreparedData:
                 self.spk2id,
                 add_blank=self.cfg.add_blank,
                 text_level=None if self.cfg.text_features == "none" else self.cfg.text_features_level,
+                styles=self.styles,
+                speaker_styles=self.speaker_styles,
             )
         return self._datasets[split_name]
+
+    @cached_property
+    def speaker_styles(self) -> dict | None:
+        """Speaker -> mean style vector over the training items (``""``: all of them); None for zeros."""
+        return None if self.styles is None else speaker_means(self.styles, self.train_items)
+
+    def export_style_vectors(self, speaker: str | None = None):
+        """``style_vectors_for_export`` over the training items: (names, [n_styles, style_dim]) for SBV2's
+        ``style_vectors.npy``; zero rows when the encoder is ``zeros`` (only ``Neutral``)."""
+        if self.styles is None:
+            return ["Neutral"], np.zeros((1, self.style_dim), np.float32)
+        return style_vectors_for_export(self.styles, self.train_items, self.cfg.style2id, speaker=speaker)
 
     def sampler(self, batch_size: int, seed: int = 0, epoch: int = 0, skip_batches: int = 0, **kw):
         return BucketBatchSampler(self.train.lengths, batch_size, seed, epoch, skip_batches, **kw)
@@ -121,6 +141,10 @@ class PreparedData:
             "audio_reused": self.stats.audio_reused,
             "text_computed": self.stats.text_computed,
             "text_reused": self.stats.text_reused,
+            "style_encoder": self.cfg.style_encoder,
+            "style_computed": self.style_stats.computed,
+            "style_reused": self.style_stats.reused,
+            "style_cache": self.style_stats.path or None,
             "audio_cache": self.stats.audio_dir,
             "text_cache": self.stats.text_dir,
             "text_features": self.cfg.text_features,
@@ -146,12 +170,14 @@ def prepare_data(
     bert_device: str | None = None,
 ) -> PreparedData:
     """Everything the trainer needs from a ``DataConfig`` (or a ``TrialConfig``: its ``model.style_dim``
-    sets the width of the zero style vectors)."""
+    is the width of the style vectors; an encoder of another width is refused before anything is
+    embedded). ``bert_device`` also runs the style encoder."""
     d = data_section(cfg)
     if style_dim is None:
         style_dim = cfg.model.style_dim if d is not cfg else 256
     # the text-feature width (a trial config: model.bert_dim must match it), checked before any work
     bert_dim = bert_input_dim(cfg.model, d) if d is not cfg else (feature_dim(d) or 1024)
+    check_style(d, style_dim)  # a wrong width or a missing encoder is refused before any work
     sel = select(d, progress=progress, workers=workers)
     if not sel.train:
         active = [s for s in sel.sources if s.weight > 0]
@@ -162,6 +188,15 @@ def prepare_data(
         )
     items = sel.manifest
     spk2id = speaker_map(items, d)
+    # style vectors first: an encoder that cannot be loaded fails before minutes of audio features
+    styles, style_stats = prepare_styles(
+        d,
+        fingerprint(items),
+        sel.train + sel.heldout,
+        style_dim=style_dim,
+        device=bert_device,
+        progress=progress,
+    )
     cache = FeatureCache(d.cache_dir, fingerprint(items), d)
     stats = cache.prepare(
         sel.train + sel.heldout,
@@ -209,4 +244,6 @@ def prepare_data(
         flops_text_features=stats.text_flops,
         manifest_dir=sel.manifest_dirs[0],
         selection=sel.summary() if needs_selection(d) else None,
+        styles=styles,
+        style_stats=style_stats,
     )

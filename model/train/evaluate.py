@@ -23,7 +23,10 @@ log-duration MSE per token, the training ``loss_dur``).
 
 Synthesis part (the first ``eval.n_utterances`` held-out utterances, one at a time):
 
-- from text (predicted durations, ``eval.noise_scale``/``noise_scale_w``/``length_scale``/``sdp_ratio``):
+- from text (predicted durations, ``eval.noise_scale``/``noise_scale_w``/``length_scale``/``sdp_ratio``; the
+  style vector is the speaker's mean over the training items, the batch's ``speaker_style``, as SBV2's
+  inference uses a mean style vector and never the reference utterance's own; the likelihood part keeps
+  each utterance's own vector, as training does):
   DNSMOS (``dnsmos_ovrl``, ``dnsmos_sig``, ``dnsmos_bak``, ``dnsmos_p808``; or ``utmos``), ``val_mcd_synth``,
   ``val_logf0_rmse_synth``, ``val_logf0_corr_synth``, ``val_vuv_error_synth`` (DTW-aligned against the
   reference recording), ``rtf`` (synthesis wall time / audio seconds);
@@ -218,7 +221,8 @@ def evaluate(
             with timer:
                 audio, _, _, dur = net_g.infer(
                     it["phones"], it["phone_lengths"], it["speakers"], it["tones"], it["languages"],
-                    it["bert"], it["style"], noise_scale=e.noise_scale, length_scale=e.length_scale,
+                    it["bert"], it.get("speaker_style", it["style"]), noise_scale=e.noise_scale,
+                    length_scale=e.length_scale,
                     noise_scale_w=e.noise_scale_w, sdp_ratio=e.sdp_ratio,
                 )  # fmt: skip
             n = max(1, int(dur[0].sum())) * d.hop_length
