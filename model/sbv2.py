@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.config import ConfigError, TrialConfig, load_sbv2_config, save_sbv2_config
+from model.config import TrialConfig, load_sbv2_config, save_sbv2_config
 from model.text import symbols as ours
 
 log = logging.getLogger(__name__)
