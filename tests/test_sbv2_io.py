@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from model import sbv2
 from model.config import save_sbv2_config, tiny_config
 from model.sink import MemorySink
-from model.step import build_generator, build_train_state
+from model.step import build_discriminators, build_generator, build_train_state
 from model.text import symbols
 from model.train import checkpoint as ckpt
 from model.train.init import InitError, load_init
@@ -67,6 +67,15 @@ def _sbv2_layout(tmp: Path, cfg, *, version: str = "2.1-JP-Extra", hidden: int |
     ):
         out[key] = torch.arange(n, dtype=torch.float32)[:, None].expand(n, h).clone()
     torch.save({"model": out, "iteration": 1000, "learning_rate": 1e-4}, d / "G_1000.pth")
+    disc = build_discriminators(c)["net_d"].state_dict()
+    disc = {
+        k.replace(".parametrizations.weight.original0", ".weight_g").replace(
+            ".parametrizations.weight.original1", ".weight_v"
+        ): v + 1
+        for k, v in disc.items()
+    }
+    torch.save({"model": disc, "iteration": 1000}, d / "D_1000.pth")
+    torch.save({"model": {"pre.weight": torch.zeros(1)}}, d / "WD_1000.pth")  # no WavLM D in the trial
     save_sbv2_config(cfg, d / "config.json")
     raw = json.loads((d / "config.json").read_text())
     raw["version"] = version
@@ -170,7 +179,14 @@ def test_sbv2_layout_imports_and_fine_tunes(tmp_path, builtin_corpus):  # noqa: 
     assert state.net_g.state_dict()["enc_p.language_emb.weight"][0].eq(1).all()  # JP = language 1
     r = info.import_report
     assert r["rows"]["symbols"] == {"mapped": 45, "dropped": 67, "initialised": ["fy", "gw", "kw", "v"]}
-    assert r["weight_norm_renamed"] > 0 and "net_d (no D_* file)" in r["initialised"]
+    assert r["weight_norm_renamed"] > 0 and r["loaded"] == ["net_g <- G_1000.pth", "net_d <- D_1000.pth"]
+    assert r["skipped"] == ["WD_1000.pth (this trial has no net_wd)"]
+    d_file = torch.load(base / "D_1000.pth")["model"]
+    got = state.net_d.state_dict()
+    assert torch.equal(
+        got["discriminators.0.convs.0.parametrizations.weight.original1"],
+        d_file["discriminators.0.convs.0.weight_v"],
+    )
 
     from model.train import run_trial
 
@@ -280,3 +296,39 @@ def test_report_lines_name_what_happened():
     text = "\n".join(r.lines())
     assert "45 rows mapped, 67 SBV2 rows dropped, initialised fy" in text and "enc_q" in text
     assert asdict(r)["tensors"] == 10
+
+
+def test_run_id_reference(tmp_path, monkeypatch):
+    """An MLflow run id resolves through its sweep and trial tags (the store faked: no MLflow here)."""
+    import orchestrator.export as ex
+    from analysis.mlflow_contract import TAG_SWEEP, TAG_TRIAL
+
+    path, _ = _saved_trial(tmp_path)
+    sweep = tmp_path / "store" / "sw"
+    (sweep / "trials" / "t7" / "checkpoints").mkdir(parents=True)
+    (sweep / "sweep.json").write_text("{}")
+    (sweep / "trials" / "t7" / "checkpoints" / path.name).write_bytes(path.read_bytes())
+    tags = {"a" * 32: {TAG_SWEEP: "sw", TAG_TRIAL: "t7"}, "b" * 32: {}}
+
+    class FakeTracker:
+        def __init__(self, uri, retry_s=0):
+            self.client = self
+
+        def call(self, fn, **kw):
+            return fn()
+
+        def get_run(self, run_id):
+            if run_id not in tags:
+                raise LookupError(run_id)
+            return type("Run", (), {"data": type("Data", (), {"tags": tags[run_id]})})
+
+    monkeypatch.setattr(ex, "Tracker", FakeTracker)
+    monkeypatch.setattr(ex, "existing_store", lambda uri: uri)
+    store = str(tmp_path / "store")
+    assert (
+        ex.resolve_checkpoint("a" * 32, storage=store) == sweep / "trials" / "t7" / "checkpoints" / path.name
+    )
+    with pytest.raises(ExportError, match=r"run b{32}: has no vits_scaling.sweep"):
+        ex.resolve_checkpoint("b" * 32, storage=store)
+    with pytest.raises(ExportError, match=r"run c{32}: not found"):
+        ex.resolve_checkpoint("c" * 32, storage=store)
