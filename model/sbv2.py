@@ -111,6 +111,18 @@ def export_extra_rows() -> dict[str, int]:
     return dict(zip(missing, SPARE_ROWS, strict=False))
 
 
+def export_tables() -> dict[str, dict[str, Any]]:
+    """What an export does to each table: SBV2 rows, rows mapped from ours, rows padded with zeros (and,
+    for symbols, the spare rows holding our symbols SBV2 lacks)."""
+    maps, extra = row_maps(), export_extra_rows()
+    out: dict[str, dict[str, Any]] = {}
+    for table, n in TABLE_SIZES.items():
+        used = len(maps[table]) + (len(extra) if table == "symbols" else 0)
+        out[table] = {"rows": n, "mapped": len(maps[table]), "padded": n - used}
+    out["symbols"]["spare"] = extra
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------
 # key names
 

@@ -137,6 +137,7 @@ def export_trial(
         except sbv2.Sbv2Error as e:
             raise ExportError(str(e)) from None
         result["styles"] = styles
+        result["tables"] = sbv2.export_tables()
     else:
         out.mkdir(parents=True, exist_ok=True)
         try:

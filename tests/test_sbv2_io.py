@@ -121,6 +121,13 @@ def test_export_then_import_is_identical(tmp_path):
     res = export_trial(str(path), "sbv2", tmp_path / "assets", name="m")
     out = tmp_path / "assets"
     assert set(res["files"]) == {"config.json", "m.safetensors", "style_vectors.npy"}
+    assert res["tables"]["symbols"] == {
+        "rows": 112,
+        "mapped": 45,
+        "padded": 63,
+        "spare": sbv2.export_extra_rows(),
+    }
+    assert res["tables"]["tones"] == {"rows": 12, "mapped": 2, "padded": 10}
     raw = json.loads((out / "config.json").read_text())
     assert raw["version"].endswith("JP-Extra") and raw["data"]["style2id"] == {"Neutral": 0}
     assert len(raw["data"]["spk2id"]) == cfg.data.n_speakers

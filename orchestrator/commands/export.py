@@ -38,6 +38,11 @@ def export_command(
     console.print(f"exported {result['source']} as {result['format']} to {result['out']}:")
     for f, n in result["files"].items():
         console.print(f"  {f}  {n:,} bytes")
+    for table, t in result.get("tables", {}).items():
+        spare = f", {len(t['spare'])} spare ({', '.join(t['spare'])})" if t.get("spare") else ""
+        console.print(
+            f"  {table}: {t['rows']} SBV2 rows, {t['mapped']} mapped{spare}, {t['padded']} padded with zeros"
+        )
     if "max_abs_diff" in result:
         console.print(
             f"ONNX vs PyTorch on the check input: max abs difference {result['max_abs_diff']:.3g} "
