@@ -10,23 +10,28 @@ import torch
 
 from model import onnx_export as ox
 from model.config import tiny_config
-from model.step import build_generator, build_train_state
+from model.step import build_train_state
 from model.train import checkpoint as ckpt
 from orchestrator.export import ExportError, export_trial
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
+    """(config, generator, onnx file, export result): one tiny trial checkpoint through `export --format onnx`."""
+    root = tmp_path_factory.mktemp("onnx")
     cfg = tiny_config()
+    cfg.output_dir, cfg.trial_id = str(root / "trial"), "t0"
     torch.manual_seed(0)
-    net = build_generator(cfg).eval()
-    path = tmp_path_factory.mktemp("onnx") / "m.onnx"
-    return cfg, net, path, ox.export_onnx(net, cfg, path)
+    state = build_train_state(cfg, "cpu")
+    ckpt_path = ckpt.save_checkpoint(state, cfg, epoch=0, batch_in_epoch=0, counters={})
+    res = export_trial(str(ckpt_path), "onnx", root / "out")
+    res["checkpoint"] = str(ckpt_path)
+    return cfg, state.net_g.eval(), root / "out" / "t0.onnx", res
 
 
 def test_onnx_matches_pytorch_on_the_fixed_input(exported):
     cfg, net, path, res = exported
-    assert res["max_abs_diff"] <= ox.TOLERANCE and res["bytes"] == path.stat().st_size
+    assert res["max_abs_diff"] <= ox.TOLERANCE and res["tolerance"] == ox.TOLERANCE
     assert not path.with_name(path.name + ".unverified").exists()
     ref = ox.torch_audio(net, ox.check_inputs(cfg))
     assert ref.shape[-1] > 0 and np.abs(ref).max() > 0  # the check input makes real audio
@@ -80,14 +85,10 @@ def test_export_beyond_tolerance_keeps_the_target_unwritten(exported, tmp_path):
     assert not target.exists() and (tmp_path / "m.onnx.unverified").exists()
 
 
-def test_export_command_onnx(tmp_path):
-    cfg = tiny_config()
-    cfg.output_dir, cfg.trial_id = str(tmp_path / "trial"), "t0"
-    state = build_train_state(cfg, "cpu")
-    path = ckpt.save_checkpoint(state, cfg, epoch=0, batch_in_epoch=0, counters={})
-    res = export_trial(str(path), "onnx", tmp_path / "out")
-    assert list(res["files"]) == ["t0.onnx"] and res["max_abs_diff"] <= ox.TOLERANCE
+def test_export_command_onnx(exported, tmp_path):
+    _, _, path, res = exported
+    assert res["files"] == {"t0.onnx": path.stat().st_size} and res["max_abs_diff"] <= ox.TOLERANCE
     with pytest.raises(ExportError, match="not empty"):
-        export_trial(str(path), "onnx", tmp_path / "out")
+        export_trial(res["checkpoint"], "onnx", path.parent)
     with pytest.raises(ExportError, match=r"--format: 'wav'"):
-        export_trial(str(path), "wav", tmp_path / "out2")
+        export_trial(res["checkpoint"], "wav", tmp_path / "out2")
