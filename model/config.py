@@ -660,15 +660,19 @@ def load_sbv2_config(path: str | Path, base: TrialConfig | None = None) -> tuple
                 ),
             )
     for key in raw:
-        if key not in ("data", "model", "train", "model_name", "version"):
+        if key not in ("data", "model", "train", "model_name", "version", "vits_scaling"):  # model.sbv2
             unknown.append(f"{path.name}:{key}")
     if "model_name" in raw:
         cfg.name = str(raw["model_name"])
     return cfg, unknown
 
 
-def save_sbv2_config(cfg: TrialConfig, path: str | Path) -> None:
+def save_sbv2_config(
+    cfg: TrialConfig, path: str | Path, *, extra: dict[str, Any] | None = None, version: str = "2.0-JP-Extra"
+) -> None:
     """Write the ``data``/``model``/``train`` sections in Style-Bert-VITS2's layout (project keys included).
+
+    ``extra``: more top-level keys (the export's ``vits_scaling`` record; SBV2 ignores keys it does not know).
 
     SBV2's ``bf16_run`` is written from ``train.precision`` (true only for bf16). Project keys keep their
     own meaning: ``model.sdp_filter_channels`` null is "follow hidden_channels", which is what SBV2 does
@@ -677,10 +681,11 @@ def save_sbv2_config(cfg: TrialConfig, path: str | Path) -> None:
     train["bf16_run"] = cfg.train.precision == "bf16"
     out = {
         "model_name": cfg.name,
-        "version": "2.0-JP-Extra",
+        "version": version,
         "data": asdict(cfg.data),
         "model": asdict(cfg.model),
         "train": train,
+        **(extra or {}),
     }
     Path(path).write_text(json.dumps(out, indent=2, ensure_ascii=False), encoding="utf-8")
 

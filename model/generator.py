@@ -369,8 +369,10 @@ class StochasticDurationPredictor(nn.Module):
         g: Tensor | None = None,
         reverse: bool = False,
         noise_scale: float = 1.0,
+        noise: Tensor | None = None,
     ) -> Tensor:
-        """Training: ``w`` (B, 1, T) durations -> NLL upper bound (B,). Reverse: sampled log-durations."""
+        """Training: ``w`` (B, 1, T) durations -> NLL upper bound (B,). Reverse: sampled log-durations
+        (``noise``: the (B, 2, T) standard normal draw to use instead of a fresh one, e.g. an ONNX input)."""
         x = self.pre(x.detach())
         if g is not None and hasattr(self, "cond"):
             x = x + self.cond(g.detach())
@@ -380,7 +382,8 @@ class StochasticDurationPredictor(nn.Module):
         if reverse:
             flows = list(reversed(self.flows))
             flows = flows[:-2] + [flows[-1]]  # drop a flow that only acts on the unused channel
-            z = torch.randn(b, 2, t, device=x.device, dtype=x.dtype) * noise_scale
+            z = torch.randn(b, 2, t, device=x.device, dtype=x.dtype) if noise is None else noise
+            z = z * noise_scale
             for flow in flows:
                 z = flow(z, x_mask, g=x, reverse=True)
             return z[:, :1]
@@ -765,28 +768,38 @@ class SynthesizerTrn(nn.Module):
         noise_scale_w: float = 0.8,
         sdp_ratio: float = 0.0,
         max_len: int | None = None,
+        noise_w: Tensor | None = None,
+        noise_z: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """-> audio (B, 1, T_y * hop), attn (B, 1, T_y, T_x), y_mask (B, 1, T_y), durations (B, T_x) long.
 
         Item ``b``'s audio is valid for its first ``durations[b].sum() * hop`` samples (``max(1, ...)``).
+        ``noise_w`` (B, 2, T_x) and ``noise_z`` (B, inter_channels, >= T_y: its first T_y frames are used)
+        replace the standard normal draws of the duration and prior samples (fixed noise: tests, ONNX).
+        With ``sdp_ratio`` a tensor (the ONNX export, ``model.onnx_export``) both duration predictors run
+        and the frame count stays a tensor, so a traced graph keeps every length dynamic.
         """
+        graph = isinstance(sdp_ratio, Tensor)
         g = self.emb_g(speakers).unsqueeze(-1)
         g_enc = g if self.use_spk_conditioned_encoder else None
         x, m_p, logs_p, x_mask = self.enc_p(phones, phone_lengths, tones, languages, bert, style, g=g_enc)
         logw = 0.0
-        if sdp_ratio > 0:
-            logw = logw + self.sdp(x, x_mask, g=g, reverse=True, noise_scale=noise_scale_w) * sdp_ratio
-        if sdp_ratio < 1:
+        if graph or sdp_ratio > 0:
+            logw_sdp = self.sdp(x, x_mask, g=g, reverse=True, noise_scale=noise_scale_w, noise=noise_w)
+            logw = logw + logw_sdp * sdp_ratio
+        if graph or sdp_ratio < 1:
             logw = logw + self.dp(x, x_mask, g=g) * (1 - sdp_ratio)
         w_ceil = torch.ceil(torch.exp(logw) * x_mask * length_scale)
         y_lengths = torch.clamp_min(torch.sum(w_ceil, [1, 2]), 1).long()
-        y_mask = commons.sequence_mask(y_lengths).unsqueeze(1).to(x_mask.dtype)
+        y_max = y_lengths.max() if graph else None  # a tensor: torch.arange keeps it dynamic in a trace
+        y_mask = commons.sequence_mask(y_lengths, y_max).unsqueeze(1).to(x_mask.dtype)
         attn_mask = x_mask.unsqueeze(2) * y_mask.unsqueeze(-1)
         attn = commons.generate_path(w_ceil, attn_mask)  # (B, 1, T_y, T_x)
         a = attn.squeeze(1)
         m_p = torch.matmul(a, m_p.transpose(1, 2)).transpose(1, 2)
         logs_p = torch.matmul(a, logs_p.transpose(1, 2)).transpose(1, 2)
-        z_p = m_p + torch.randn_like(m_p) * torch.exp(logs_p) * noise_scale
+        eps = torch.randn_like(m_p) if noise_z is None else noise_z[:, :, : m_p.shape[2]]
+        z_p = m_p + eps * torch.exp(logs_p) * noise_scale
         z = self.flow(z_p, y_mask, g=g, reverse=True)
         audio = self.dec((z * y_mask)[:, :, :max_len], g=g)
         return audio, attn, y_mask, w_ceil.squeeze(1).long()

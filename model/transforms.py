@@ -91,7 +91,9 @@ def _knots(unnormalized: Tensor, lo: float, hi: float, min_size: float) -> tuple
 def _bin_index(knots: Tensor, x: Tensor) -> Tensor:
     """Index k with knots[k] <= x < knots[k+1] (the last bin includes its right edge)."""
     k = knots.shape[-1] - 1
-    idx = torch.searchsorted(knots.contiguous(), x.unsqueeze(-1).contiguous(), right=True) - 1
+    # the count of knots <= x (what searchsorted(right=True) gives for sorted knots), written with a
+    # comparison so that the ONNX export (model.onnx_export) has an operator for it
+    idx = (x.unsqueeze(-1) >= knots).sum(-1, keepdim=True) - 1
     return idx.clamp(0, k - 1)
 
 

@@ -10,6 +10,7 @@ import typer
 
 from orchestrator.commands import analysis as analysis_cmds
 from orchestrator.commands import data as data_cmds
+from orchestrator.commands import export as export_cmds
 from orchestrator.commands import model as model_cmds
 from orchestrator.commands import sweep as sweep_cmds
 from orchestrator.commands import train as train_cmds
@@ -32,7 +33,7 @@ def version() -> None:
     typer.echo(_v("vits-scaling"))
 
 
-for _module in (model_cmds, data_cmds, train_cmds, sweep_cmds, analysis_cmds):
+for _module in (model_cmds, data_cmds, train_cmds, sweep_cmds, analysis_cmds, export_cmds):
     _module.register(app)
 
 

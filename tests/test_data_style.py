@@ -384,6 +384,21 @@ def test_export_rows_of_a_prepared_corpus(rz):
     assert np.allclose(rows[0], np.mean([p.styles[i.id] for i in p.train_items], axis=0))
 
 
+def test_the_sbv2_export_writes_the_style_vectors_the_trial_trained_with(rz, monkeypatch):
+    """``export --format sbv2``'s style table (orchestrator.export.style_table) is the training items' mean
+    vector for a real encoder, read from the style cache (nothing embedded again)."""
+    from orchestrator.export import style_table
+
+    cfg, p = rz
+    calls = _counting(monkeypatch)
+    trial = tiny_config()
+    trial.data = cfg.data
+    names, rows = style_table(trial)
+    assert names == ["Neutral"] and rows.shape == (1, 256) and rows.dtype == np.float32 and rows.any()
+    assert np.allclose(rows[0], np.mean([p.styles[i.id] for i in p.train_items], axis=0))
+    assert calls == {"loads": 0, "embedded": 0}
+
+
 def test_public_presets_embed_real_style_vectors_and_tiny_keeps_zeros():
     from model.config import preset_config
 

@@ -1,7 +1,11 @@
 """Starting a trial from another trial's weights: ``train.init_from``, ``train.init_speakers``, ``train.freeze``.
 
 ``init_from`` names a checkpoint: a ``ckpt_*.pt`` file, a trial output directory or its ``checkpoints/``
-directory (the latest checkpoint there), or ``sweep:<name>/<trial_id>`` (the latest checkpoint of that trial
+directory (the latest checkpoint there), a Style-Bert-VITS2 JP-Extra checkpoint (a ``G_*.pth`` /
+``*.safetensors`` file or a directory holding one, with its ``config.json`` beside it and optionally
+``D_*`` / ``DUR_*`` / ``WD_*`` of the same step: ``model.sbv2`` maps keys, weight norm and the symbol, tone
+and language tables, and the report of what was mapped, dropped and initialised is logged as
+``pretrain.sbv2.*`` params), or ``sweep:<name>/<trial_id>`` (the latest checkpoint of that trial
 of a submitted sweep: ``<storage>/<name>/trials/<trial_id>/checkpoints``, where ``<storage>`` is this trial's
 own sweep storage, ``runs/sweeps_index.json`` or ``runs/sweeps``).
 
@@ -34,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from model import sbv2
 from model.config import ConfigError, TrainConfig, TrialConfig, literal_choices
 from model.step import build_generator, build_train_state
 from model.text import symbols
@@ -57,6 +62,9 @@ class InitInfo:
     hours: float  # unique pretraining hours (likewise cumulative)
     steps: int
     data_seen_s: float
+    import_report: dict[str, Any] | None = (
+        None  # a Style-Bert-VITS2 import: model.sbv2.ImportReport.to_dict()
+    )
 
     def metrics(self) -> dict[str, float]:
         return {
@@ -72,6 +80,8 @@ class InitInfo:
             v = getattr(self, k)
             if v:
                 p[f"pretrain.{k}"] = str(v)
+        if self.import_report:
+            p.update(sbv2.ImportReport(**self.import_report).params())
         return p
 
 
@@ -118,7 +128,7 @@ def resolve_init_path(
                 return found
         raise InitError(f"{where}: {ref!r}: no checkpoint of that trial (looked in {', '.join(looked)})")
     p = Path(ref).expanduser()
-    if p.is_file():
+    if p.is_file() or sbv2.is_sbv2_source(p):
         return p
     if p.is_dir():
         for d in (p / "checkpoints", p):
@@ -214,6 +224,8 @@ def load_init(state, cfg: TrialConfig) -> InitInfo:
     if t.init_speakers not in SPEAKER_MODES:  # built configs are checked; this catches one set afterwards
         raise ConfigError(f"train.init_speakers: {t.init_speakers!r} (allowed: {', '.join(SPEAKER_MODES)})")
     path = resolve_init_path(str(t.init_from), cfg)
+    if sbv2.is_sbv2_source(path):
+        return _load_sbv2(state, cfg, path)
     try:
         payload = ckpt.load_checkpoint(path)
     except ckpt.CheckpointMismatch as e:
@@ -238,6 +250,28 @@ def load_init(state, cfg: TrialConfig) -> InitInfo:
         hours=float(data_hours or 0.0) + float(c.get("pretrain_hours", 0.0)),
         steps=int(payload.get("step", 0)),
         data_seen_s=float(c.get("data_seen_s", 0.0)),
+    )
+    state.extra["init"] = asdict(info)
+    return info
+
+
+def _load_sbv2(state, cfg: TrialConfig, path: Path) -> InitInfo:
+    """A Style-Bert-VITS2 checkpoint: no pretraining counters travel with it (0 FLOPs / hours recorded)."""
+    mode = cfg.train.init_speakers
+    try:
+        report = sbv2.load_into(state, cfg, path, lambda old, new: _speaker_rows(old, new, mode, path))
+    except sbv2.Sbv2Error as e:
+        raise InitError(str(e)) from None
+    info = InitInfo(
+        source=report.source,
+        run_id=None,
+        sweep=None,
+        trial_id=None,
+        flops=0.0,
+        hours=0.0,
+        steps=0,
+        data_seen_s=0.0,
+        import_report=report.to_dict(),
     )
     state.extra["init"] = asdict(info)
     return info
