@@ -278,7 +278,9 @@ class FeatureCache:
         side = self.text_path(item_id).with_suffix(".flops")
         if side.is_file():
             return int(side.read_text())
-        return int(torch.load(self.text_path(item_id), weights_only=True).get("text_flops", 0))  # older caches
+        return int(
+            torch.load(self.text_path(item_id), weights_only=True).get("text_flops", 0)
+        )  # older caches
 
     # -- reading -----------------------------------------------------------------------------------
     def load(self, item_id: str) -> tuple[dict, dict]:

@@ -98,7 +98,9 @@ class _LogBar(_Counted):
         n = min(int(self.done), self.total)
         self.printed = n
         el = time.monotonic() - self.t0
-        self.stream.write(f"{self.desc}: {n}/{self.total} {self.unit} ({100 * n / self.total:.0f}%, {el:.0f} s)\n")
+        self.stream.write(
+            f"{self.desc}: {n}/{self.total} {self.unit} ({100 * n / self.total:.0f}%, {el:.0f} s)\n"
+        )
         self.stream.flush()
 
     def update(self, n: float = 1) -> None:
@@ -116,7 +118,9 @@ class _LogBar(_Counted):
                 self._print()
 
 
-def progress_bar(enabled: bool, total: float, desc: str, unit: str = "it", *, every_s: float = 5.0, stream=None):
+def progress_bar(
+    enabled: bool, total: float, desc: str, unit: str = "it", *, every_s: float = 5.0, stream=None
+):
     """A progress bar toward ``total`` (``update(n)`` takes fractions; the count shown is whole and capped):
     a tqdm bar on a terminal, a plain line every ``every_s`` seconds when stderr is not a terminal, nothing
     when ``enabled`` is False or there is nothing to do."""

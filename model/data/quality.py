@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from model.config import DEFAULT_MIN_QUALITY
+from model.config import DEFAULT_MIN_QUALITY  # noqa: F401  (re-exported: the quality rule beside its scores)
 from model.data.files import atomic_write_text, file_lock, progress_bar
 from model.data.manifest import ManifestItem, fingerprint
 from model.text.g2p import FRONTEND_VERSION, phone_counts
