@@ -45,6 +45,7 @@ from model import modules
 from model.config import TrialConfig
 from model.step import build_generator
 from model.text import symbols
+from model.text.features import bert_input_dim
 
 INPUTS = (
     "phones",
@@ -151,7 +152,7 @@ def check_inputs(
         "phones": np.array([ids], dtype=np.int64),
         "tones": np.array([tn], dtype=np.int64),
         "languages": np.zeros((1, t), dtype=np.int64),
-        "bert": np.zeros((1, max(m.bert_dim, 1), t), dtype=np.float32),
+        "bert": np.zeros((1, max(bert_input_dim(m, cfg.data), 1), t), dtype=np.float32),
         "style": np.zeros((1, max(m.style_dim, 1)), dtype=np.float32),
         "sid": np.zeros((1,), dtype=np.int64),
         "sdp_ratio": np.array(sdp_ratio, dtype=np.float32),
