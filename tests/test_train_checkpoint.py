@@ -35,6 +35,15 @@ def test_keep_last_k_and_contents(tmp_path):
     other.model.hidden_channels = 48
     with pytest.raises(ckpt.CheckpointMismatch, match="model.hidden_channels"):
         ckpt.check_compatible(payload, other, last)
+    # the model's other inputs: another text model (same width) or style encoder is refused too
+    for field, value in (("text_features", "/models/tiny-llama"), ("style_encoder", "resemblyzer")):
+        other = tiny_config()
+        setattr(other.data, field, value)
+        with pytest.raises(ckpt.CheckpointMismatch, match=f"data.{field}: .* -> '{value}'"):
+            ckpt.check_compatible(payload, other, last)
+    older = {**payload, "config": {**payload["config"], "data": dict(payload["config"]["data"])}}
+    del older["config"]["data"]["style_encoder"]  # written before the field existed: not compared
+    ckpt.check_compatible(older, cfg, last)
     payload["symbols"] = payload["symbols"][:-1]
     with pytest.raises(ckpt.CheckpointMismatch, match="phone table"):
         ckpt.check_compatible(payload, cfg, last)

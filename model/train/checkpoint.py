@@ -214,6 +214,13 @@ def _changed(old: dict[str, Any], new: dict[str, Any], prefix: str, keys=None) -
 
 
 FEATURE_KEYS = ("sampling_rate", "filter_length", "hop_length", "win_length", "n_mel_channels", "n_speakers")
+# what the model reads besides audio: the text features and the style vectors (a resume across another text
+# model of the same width, or another style encoder, would silently change the inputs mid-trajectory);
+# compared where the checkpoint recorded them (checkpoints written before these fields existed lack them)
+INPUT_KEYS = (
+    "text_features", "bert_model", "text_features_kind", "text_features_layers", "text_features_level",
+    "text_features_sentence", "text_features_proj_dim", "style_encoder",
+)  # fmt: skip
 SCHEDULE_NAMES = {"kind": "train.lr_schedule (as run)", "total_steps": "planned steps"}
 
 
@@ -231,6 +238,7 @@ def check_compatible(
     old, new = payload["config"], cfg.to_dict()
     diffs = _changed(old["model"], new["model"], "model.")
     diffs += _changed(old["data"], new["data"], "data.", FEATURE_KEYS)
+    diffs += _changed(old["data"], new["data"], "data.", [k for k in INPUT_KEYS if k in old["data"]])
     if schedule is not None:
         before = payload.get("schedule")
         if before is None:
