@@ -1,12 +1,22 @@
-"""Orchestration overhead: the same fake trials (tests/fake_trial.py) in a plain loop vs as a sweep
-(local Ray Tune + MLflow on SQLite, one trial at a time), printed per trial and as a ratio.
+"""Orchestration overhead: the same fake trials (tests/fake_trial.py) in a plain in-process loop and as a
+sweep (local Ray Tune + MLflow on SQLite, one trial at a time), measured side by side in one run; printed
+per trial, as a ratio, and as each trial's start-up breakdown (``startup.json``, written by
+``orchestrator.trial.StartupClock``: worker start and imports, config, checkpoint restore, trial function
+import, MLflow run lookup + status + params, the trial function's own start to its first step, teardown).
 
-    python bench/orchestration_overhead.py [--trials 6] [--steps 40] [--step-s 0.05]
+Ray is started and stopped by the bench around the sweep, so its start/stop (a cost per sweep, not per
+trial) is printed apart; "overhead per trial" is the sweep's wall time less Ray start/stop less the plain
+loop, over the trials. ``--real N`` also profiles the start-up of the real trainer (``model.train``) in
+process: config build, data preparation, FLOP counting, nets, once cold and once again warm (what a reused
+worker's second trial pays).
+
+    python bench/orchestration_overhead.py [--trials 6] [--steps 40] [--step-s 0.05] [--real]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -17,13 +27,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+ORDER = (
+    "worker_boot_imports",
+    "worker_to_trial",
+    "config_and_parent",
+    "checkpoint_restore",
+    "trial_fn_import",
+    "mlflow_setup",
+    "trial_to_step1",
+    "teardown",
+)
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--trials", type=int, default=6)
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--step-s", type=float, default=0.05)
-    args = ap.parse_args()
+
+def fake_sweep(args) -> None:
+    import ray
 
     from model.sink import MemorySink
     from orchestrator.driver import submit_sweep
@@ -52,16 +69,92 @@ def main() -> None:
         plain = time.perf_counter() - t0
 
         t0 = time.perf_counter()
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray_start = time.perf_counter() - t0
+        t0 = time.perf_counter()
         res = submit_sweep(parse_spec(raw), progress=False, allow_trial_fn=True)  # the fake trial
         swept = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ray.shutdown()
+        ray_stop = time.perf_counter() - t0
         assert res.n_finished == args.trials, res.trials
+        phases = []
+        for tp in plan.trials:
+            p = tmp / "sweeps" / "bench" / "trials" / tp.trial_id / "startup.json"
+            phases.append(json.loads(p.read_text()) if p.exists() else {})
 
     n = args.trials
-    print(f"{n} fake trials x {args.steps} steps x {args.step_s * 1000:.0f} ms (one at a time)")
+    print(f"{n} fake trials x {args.steps} steps x {args.step_s * 1000:.0f} ms (one at a time, 2 CPUs)")
     print(f"plain loop:                 {plain:7.1f} s  ({plain / n:.2f} s per trial)")
-    print(f"sweep (Ray Tune + MLflow):  {swept:7.1f} s  ({swept / n:.2f} s per trial, incl. Ray start/stop)")
-    print(f"overhead per trial:         {(swept - plain) / n:7.2f} s")
-    print(f"ratio sweep / plain:        {swept / plain:7.2f}x")
+    print(f"sweep (Ray Tune + MLflow):  {swept:7.1f} s  ({swept / n:.2f} s per trial, Ray already up)")
+    print(f"Ray start + stop (per sweep): {ray_start:5.1f} s + {ray_stop:.1f} s")
+    print(f"overhead per trial:         {(swept - plain) / n:7.2f} s  (without Ray start/stop)")
+    print(f"  with Ray start/stop:      {(swept + ray_start + ray_stop - plain) / n:7.2f} s")
+    print(
+        f"ratio sweep / plain:        {swept / plain:7.2f}x  ({(swept + ray_start + ray_stop) / plain:.2f}x with Ray start/stop)"
+    )
+    print("start-up breakdown per trial (s; startup.json), first trial | mean of the others:")
+    rest = phases[1:] or [{}]
+    for k in ORDER:
+        a = phases[0].get(k, 0.0) if phases else 0.0
+        b = sum(p.get(k, 0.0) for p in rest) / len(rest)
+        print(f"  {k:22s} {a:7.3f} | {b:7.3f}")
+    in_trial = [sum(p.values()) for p in phases]
+    plain_per = plain / n
+    other = (swept - plain) / n - (sum(in_trial) / n - 0.0)
+    print(
+        f"  {'sum in the trial':22s} {in_trial[0] if in_trial else 0:7.3f} | {sum(in_trial[1:]) / max(1, n - 1):7.3f}"
+    )
+    print(
+        f"  {'rest: Tune + driver':22s} {other:7.3f} (mean per trial: scheduling, results, planning, run creation)"
+    )
+    print(f"  (the fake trial's own steps: {plain_per:.2f} s per trial, not counted above)")
+
+
+def real_startup(args) -> None:
+    """The real trainer's start-up pieces, in process, cold then warm (same config, same process)."""
+    import torch
+
+    from model.config import preset_config
+    from model.counting import flops_per_step
+    from model.train.data import TrialData
+    from model.train.init import build_state
+
+    with tempfile.TemporaryDirectory(prefix="orch_bench_real_") as tmp:
+        rows = []
+        for attempt in ("cold", "warm"):
+            r = {}
+            t0 = time.perf_counter()
+            cfg = preset_config("tiny")
+            cfg.output_dir = str(Path(tmp) / attempt)
+            cfg.data.cache_dir = str(Path(tmp) / "cache")
+            r["config build"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            data = TrialData.prepare(cfg, device=torch.device("cpu"))
+            r["data preparation + loading"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            with torch.random.fork_rng(devices=[]):
+                flops_per_step(cfg, utterance_s=data.mean_utterance_s, disk_cache=cfg.data.cache_dir)
+            r["FLOP counting"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            build_state(cfg, torch.device("cpu"))
+            r["model build"] = time.perf_counter() - t0
+            rows.append(r)
+    print("real trainer start-up in process (preset tiny), cold | warm (s):")
+    for k in rows[0]:
+        print(f"  {k:28s} {rows[0][k]:7.3f} | {rows[1][k]:7.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trials", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--step-s", type=float, default=0.05)
+    ap.add_argument("--real", action="store_true", help="also profile the real trainer's start-up")
+    args = ap.parse_args()
+    fake_sweep(args)
+    if args.real:
+        real_startup(args)
 
 
 if __name__ == "__main__":
