@@ -92,15 +92,15 @@ def _trainable(config: dict[str, Any], trials: dict[str, dict], settings: dict[s
     for k, v in settings.get("env", {}).items():
         os.environ.setdefault(k, v)
     cfg = TrialConfig.from_dict(trials[config["trial_id"]])
+    check_parent(cfg, trials)
+    clock.mark("config_and_parent")
+    fn = load_trial_fn(settings["trial_fn"])  # before the scope: what its module loads gets seeded
+    clock.mark("trial_fn_import")
     with trial_scope(cfg.train.seed):
-        check_parent(cfg, trials)
-        clock.mark("config_and_parent")
         ckpt = tune.get_checkpoint()
         if ckpt is not None:
             restore_checkpoint(ckpt, cfg.output_dir)
         clock.mark("checkpoint_restore")
-        fn = load_trial_fn(settings["trial_fn"])
-        clock.mark("trial_fn_import")
         run_tracked(cfg, fn, tune_sink=TuneSink(cfg.output_dir), clock=clock)
 
 

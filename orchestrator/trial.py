@@ -182,9 +182,12 @@ def process_start_time() -> float | None:
 
 
 def seed_all(seed: int) -> None:
-    """Seed Python's ``random`` and, where the process has loaded them, numpy's and torch's global streams
-    (a module not loaded yet starts fresh when the trial imports it): a reused worker gives each trial the
-    streams its own seed gives, never the previous trial's leftovers."""
+    """Seed Python's ``random`` and, where the process has loaded them, numpy's and torch's global streams:
+    a reused worker gives each trial the streams its own seed gives, never the previous trial's leftovers.
+    The Ray trainable calls it after importing the trial function, so whatever that function's module
+    imports is seeded in a fresh worker as in a reused one; a module the trial imports only later, inside
+    the function, starts from its import-time state in a fresh worker (torch's fixed default seed, numpy's
+    OS entropy). The project's trainer seeds all three itself (``model.train.loop.seed_everything``)."""
     random.seed(seed)
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed(seed % 2**32)
