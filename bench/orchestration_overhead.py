@@ -6,9 +6,9 @@ import, MLflow run lookup + status + params, the trial function's own start to i
 
 Ray is started and stopped by the bench around the sweep, so its start/stop (a cost per sweep, not per
 trial) is printed apart; "overhead per trial" is the sweep's wall time less Ray start/stop less the plain
-loop, over the trials. ``--real N`` also profiles the start-up of the real trainer (``model.train``) in
-process: config build, data preparation, FLOP counting, nets, once cold and once again warm (what a reused
-worker's second trial pays).
+loop, over the trials. ``--real`` also profiles the start-up of the real trainer (``model.train``): imports,
+config build, data preparation, FLOP counting, nets; on an empty feature cache, in a new process on the
+filled cache (a worker that is not reused) and again in the same process (a reused worker).
 
     python bench/orchestration_overhead.py [--trials 6] [--steps 40] [--step-s 0.05] [--real]
 """
@@ -111,8 +111,10 @@ def fake_sweep(args) -> None:
     print(f"  (the fake trial's own steps: {plain_per:.2f} s per trial, not counted above)")
 
 
-def real_startup(args) -> None:
-    """The real trainer's start-up pieces, in process, cold then warm (same config, same process)."""
+def real_pieces(tmp: Path, attempt: str) -> dict[str, float]:
+    """The real trainer's start-up pieces for one trial of preset tiny (cache and corpus under ``tmp``)."""
+    r = {}
+    t0 = time.perf_counter()
     import torch
 
     from model.config import preset_config
@@ -120,29 +122,41 @@ def real_startup(args) -> None:
     from model.train.data import TrialData
     from model.train.init import build_state
 
+    r["imports (torch, model.train)"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cfg = preset_config("tiny")
+    cfg.output_dir = str(tmp / attempt)
+    cfg.data.cache_dir = str(tmp / "cache")
+    r["config build"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    data = TrialData.prepare(cfg, device=torch.device("cpu"))
+    r["data preparation + loading"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        flops_per_step(cfg, utterance_s=data.mean_utterance_s, disk_cache=cfg.data.cache_dir)
+    r["FLOP counting"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    build_state(cfg, torch.device("cpu"))
+    r["model build"] = time.perf_counter() - t0
+    return r
+
+
+def real_startup(args) -> None:
+    """The real trainer's start-up, in process: cold (empty feature cache), a new process on the filled
+    cache (what a worker that is not reused pays), and the same process again (a reused worker)."""
+    import subprocess
+
     with tempfile.TemporaryDirectory(prefix="orch_bench_real_") as tmp:
-        rows = []
-        for attempt in ("cold", "warm"):
-            r = {}
-            t0 = time.perf_counter()
-            cfg = preset_config("tiny")
-            cfg.output_dir = str(Path(tmp) / attempt)
-            cfg.data.cache_dir = str(Path(tmp) / "cache")
-            r["config build"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            data = TrialData.prepare(cfg, device=torch.device("cpu"))
-            r["data preparation + loading"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            with torch.random.fork_rng(devices=[]):
-                flops_per_step(cfg, utterance_s=data.mean_utterance_s, disk_cache=cfg.data.cache_dir)
-            r["FLOP counting"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            build_state(cfg, torch.device("cpu"))
-            r["model build"] = time.perf_counter() - t0
-            rows.append(r)
-    print("real trainer start-up in process (preset tiny), cold | warm (s):")
-    for k in rows[0]:
-        print(f"  {k:28s} {rows[0][k]:7.3f} | {rows[1][k]:7.3f}")
+        cold = real_pieces(Path(tmp), "cold")
+        out = subprocess.run(
+            [sys.executable, __file__, "--real-child", tmp], capture_output=True, text=True, check=True
+        ).stdout
+        fresh = json.loads(out.strip().splitlines()[-1])
+        warm = real_pieces(Path(tmp), "warm")
+    print("real trainer start-up (preset tiny, s): cold cache | new process | reused process")
+    for k in cold:
+        print(f"  {k:30s} {cold[k]:8.3f} | {fresh[k]:8.3f} | {warm[k]:8.3f}")
+    print(f"  {'sum':30s} {sum(cold.values()):8.3f} | {sum(fresh.values()):8.3f} | {sum(warm.values()):8.3f}")
 
 
 def main() -> None:
@@ -151,7 +165,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--step-s", type=float, default=0.05)
     ap.add_argument("--real", action="store_true", help="also profile the real trainer's start-up")
+    ap.add_argument("--real-child", help=argparse.SUPPRESS)  # the "new process" column of --real
     args = ap.parse_args()
+    if args.real_child:
+        print(json.dumps(real_pieces(Path(args.real_child), "child")))
+        return
     fake_sweep(args)
     if args.real:
         real_startup(args)

@@ -10,11 +10,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -29,12 +31,19 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def services(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("services")
-    head = RayHead(tmp)
-    try:
-        server = MlflowServer(tmp)
-    except Exception:
-        head.stop()
-        raise
+    with ThreadPoolExecutor(1) as pool:  # the MLflow server starts while the Ray head does
+        pending = pool.submit(MlflowServer, tmp)
+        try:
+            head = RayHead(tmp)
+        except Exception:
+            with contextlib.suppress(Exception):
+                pending.result().stop()
+            raise
+        try:
+            server = pending.result()
+        except Exception:
+            head.stop()
+            raise
     yield head, server
     server.stop()
     head.stop()
