@@ -10,7 +10,10 @@ loop, over the trials. ``--real`` also profiles the start-up of the real trainer
 config build, data preparation, FLOP counting, nets; on an empty feature cache, in a new process on the
 filled cache (a worker that is not reused) and again in the same process (a reused worker).
 
-    python bench/orchestration_overhead.py [--trials 6] [--steps 40] [--step-s 0.05] [--real]
+``--compare`` runs the same sweep a second time with a worker per trial (``reuse_actors`` off), as
+before workers were reused.
+
+    python bench/orchestration_overhead.py [--trials 6] [--steps 40] [--step-s 0.05] [--compare] [--real]
 """
 
 from __future__ import annotations
@@ -41,26 +44,31 @@ ORDER = (
 
 def fake_sweep(args) -> None:
     import ray
+    from ray import tune
 
     from model.sink import MemorySink
     from orchestrator.driver import submit_sweep
     from orchestrator.plan import parse_spec, resolve
     from tests import fake_trial
 
+    modes = [True, False] if args.compare else [True]
     with tempfile.TemporaryDirectory(prefix="orch_bench_") as tmp:
         tmp = Path(tmp)
-        raw = {
-            "name": "bench",
-            "base": {"preset": "tiny", "train": {"steps": args.steps, "checkpoint_every": 10}},
-            "axes": {"width": [16 + 8 * i for i in range(args.trials)], "extra.step_s": [args.step_s]},
-            "resources": {"cpu": 1},
-            "max_concurrent": 1,
-            "storage_path": str(tmp / "sweeps"),
-            "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",
-            "trial_fn": "tests.fake_trial:run_trial",
-            "estimate": {"count": False},
-        }
-        plan = resolve(parse_spec(raw))
+
+        def raw(name: str) -> dict:
+            return {
+                "name": name,
+                "base": {"preset": "tiny", "train": {"steps": args.steps, "checkpoint_every": 10}},
+                "axes": {"width": [16 + 8 * i for i in range(args.trials)], "extra.step_s": [args.step_s]},
+                "resources": {"cpu": 1},
+                "max_concurrent": 1,
+                "storage_path": str(tmp / "sweeps"),
+                "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",
+                "trial_fn": "tests.fake_trial:run_trial",
+                "estimate": {"count": False},
+            }
+
+        plan = resolve(parse_spec(raw("plain")))
         t0 = time.perf_counter()
         for tp in plan.trials:
             cfg = tp.config
@@ -71,44 +79,54 @@ def fake_sweep(args) -> None:
         t0 = time.perf_counter()
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         ray_start = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        res = submit_sweep(parse_spec(raw), progress=False, allow_trial_fn=True)  # the fake trial
-        swept = time.perf_counter() - t0
+        swept, phases = {}, {}
+        tune_config = tune.TuneConfig
+        for reuse in modes:
+            name = "reuse" if reuse else "noreuse"
+            if not reuse:  # the driver always reuses workers; the bench turns that off to show the difference
+                tune.TuneConfig = lambda **kw: tune_config(**{**kw, "reuse_actors": False})
+            try:
+                t0 = time.perf_counter()
+                res = submit_sweep(parse_spec(raw(name)), progress=False, allow_trial_fn=True)  # fake trial
+                swept[reuse] = time.perf_counter() - t0
+            finally:
+                tune.TuneConfig = tune_config
+            assert res.n_finished == args.trials, res.trials
+            phases[reuse] = []
+            for tp in plan.trials:
+                p = tmp / "sweeps" / name / "trials" / tp.trial_id / "startup.json"
+                phases[reuse].append(json.loads(p.read_text()) if p.exists() else {})
         t0 = time.perf_counter()
         ray.shutdown()
         ray_stop = time.perf_counter() - t0
-        assert res.n_finished == args.trials, res.trials
-        phases = []
-        for tp in plan.trials:
-            p = tmp / "sweeps" / "bench" / "trials" / tp.trial_id / "startup.json"
-            phases.append(json.loads(p.read_text()) if p.exists() else {})
 
     n = args.trials
+    fixed = ray_start + ray_stop
     print(f"{n} fake trials x {args.steps} steps x {args.step_s * 1000:.0f} ms (one at a time, 2 CPUs)")
-    print(f"plain loop:                 {plain:7.1f} s  ({plain / n:.2f} s per trial)")
-    print(f"sweep (Ray Tune + MLflow):  {swept:7.1f} s  ({swept / n:.2f} s per trial, Ray already up)")
-    print(f"Ray start + stop (per sweep): {ray_start:5.1f} s + {ray_stop:.1f} s")
-    print(f"overhead per trial:         {(swept - plain) / n:7.2f} s  (without Ray start/stop)")
-    print(f"  with Ray start/stop:      {(swept + ray_start + ray_stop - plain) / n:7.2f} s")
-    print(
-        f"ratio sweep / plain:        {swept / plain:7.2f}x  ({(swept + ray_start + ray_stop) / plain:.2f}x with Ray start/stop)"
-    )
-    print("start-up breakdown per trial (s; startup.json), first trial | mean of the others:")
-    rest = phases[1:] or [{}]
-    for k in ORDER:
-        a = phases[0].get(k, 0.0) if phases else 0.0
-        b = sum(p.get(k, 0.0) for p in rest) / len(rest)
-        print(f"  {k:22s} {a:7.3f} | {b:7.3f}")
-    in_trial = [sum(p.values()) for p in phases]
-    plain_per = plain / n
-    other = (swept - plain) / n - (sum(in_trial) / n - 0.0)
-    print(
-        f"  {'sum in the trial':22s} {in_trial[0] if in_trial else 0:7.3f} | {sum(in_trial[1:]) / max(1, n - 1):7.3f}"
-    )
-    print(
-        f"  {'rest: Tune + driver':22s} {other:7.3f} (mean per trial: scheduling, results, planning, run creation)"
-    )
-    print(f"  (the fake trial's own steps: {plain_per:.2f} s per trial, not counted above)")
+    print(f"plain loop:                   {plain:7.1f} s  ({plain / n:.2f} s per trial)")
+    print(f"Ray start + stop (per sweep): {ray_start:7.1f} s + {ray_stop:.1f} s")
+    for reuse in modes:
+        w, label = swept[reuse], "reused workers" if reuse else "a worker per trial"
+        print(f"sweep, {label + ':':23s}{w:7.1f} s  ({w / n:.2f} s per trial, Ray already up)")
+        print(
+            f"  overhead per trial:         {(w - plain) / n:7.2f} s  ({(w + fixed - plain) / n:.2f} s with Ray start/stop)"
+        )
+        print(
+            f"  ratio sweep / plain:        {w / plain:7.2f}x  ({(w + fixed) / plain:.2f}x with Ray start/stop)"
+        )
+        ph = phases[reuse]
+        rest = ph[1:] or [{}]
+        print("  start-up per trial (s; startup.json): first trial | mean of the others")
+        for k in ORDER:
+            a = ph[0].get(k, 0.0)
+            b = sum(p.get(k, 0.0) for p in rest) / len(rest)
+            print(f"    {k:22s} {a:7.3f} | {b:7.3f}")
+        sums = [sum(p.values()) for p in ph]
+        print(f"    {'sum in the trial':22s} {sums[0]:7.3f} | {sum(sums[1:]) / max(1, n - 1):7.3f}")
+        other = (w - plain) / n - sum(sums) / n
+        print(
+            f"    {'rest (Tune, driver)':22s} {other:7.3f} per trial: scheduling, checkpoint reports, run creation"
+        )
 
 
 def real_pieces(tmp: Path, attempt: str) -> dict[str, float]:
@@ -165,6 +183,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--step-s", type=float, default=0.05)
     ap.add_argument("--real", action="store_true", help="also profile the real trainer's start-up")
+    ap.add_argument("--compare", action="store_true", help="also run the sweep without worker reuse")
     ap.add_argument("--real-child", help=argparse.SUPPRESS)  # the "new process" column of --real
     args = ap.parse_args()
     if args.real_child:
