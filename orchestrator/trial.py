@@ -149,10 +149,12 @@ class StartupClock:
     imports of unpickling the trainable: 0 in a reused worker); ``run_tracked`` marks ``mlflow_setup``
     (run lookup, status and params), ``trial_to_step1`` (the trial function's own start-up: data,
     FLOP counting, nets, up to its first logged training step) and ``teardown`` (after the trial returns:
-    the last flush and the final report). ``bench/orchestration_overhead.py`` reads the files."""
+    the last flush and the final report), plus ``started_at`` / ``ended_at`` (epoch seconds).
+    ``bench/orchestration_overhead.py`` reads the files."""
 
     def __init__(self, **first: float):
         self.phases: dict[str, float] = {k: round(v, 4) for k, v in first.items()}
+        self.started_at = time.time()  # epoch seconds: the bench reads the gaps between trials from these
         self._t = time.perf_counter()
 
     def mark(self, name: str) -> None:
@@ -166,7 +168,8 @@ class StartupClock:
 
     def write(self, output_dir: str | Path) -> None:
         try:
-            (Path(output_dir) / STARTUP_FILE).write_text(json.dumps(self.phases, indent=1))
+            times = {"started_at": self.started_at, "ended_at": time.time()}
+            (Path(output_dir) / STARTUP_FILE).write_text(json.dumps({**self.phases, **times}, indent=1))
         except OSError as e:  # a record for the benchmark, never a reason to fail the trial
             log.debug("could not write %s: %s", STARTUP_FILE, e)
 
