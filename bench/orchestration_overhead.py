@@ -63,7 +63,7 @@ def fake_sweep(args) -> None:
                 "resources": {"cpu": 1},
                 "max_concurrent": 1,
                 "storage_path": str(tmp / "sweeps"),
-                "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",
+                "tracking_uri": f"sqlite:///{tmp / name / 'mlflow.db'}",  # each sweep creates its own store
                 "trial_fn": "tests.fake_trial:run_trial",
                 "estimate": {"count": False},
             }
@@ -121,12 +121,18 @@ def fake_sweep(args) -> None:
             a = ph[0].get(k, 0.0)
             b = sum(p.get(k, 0.0) for p in rest) / len(rest)
             print(f"    {k:22s} {a:7.3f} | {b:7.3f}")
-        sums = [sum(p.values()) for p in ph]
+        sums = [sum(p.get(k, 0.0) for k in ORDER) for p in ph]
         print(f"    {'sum in the trial':22s} {sums[0]:7.3f} | {sum(sums[1:]) / max(1, n - 1):7.3f}")
         other = (w - plain) / n - sum(sums) / n
         print(
             f"    {'rest (Tune, driver)':22s} {other:7.3f} per trial: scheduling, checkpoint reports, run creation"
         )
+        ran = sorted((p for p in ph if "started_at" in p and "ended_at" in p), key=lambda p: p["started_at"])
+        gaps = [b["started_at"] - a["ended_at"] for a, b in zip(ran, ran[1:], strict=False)]
+        if gaps:
+            print(
+                f"    {'gap between trials':22s} {sum(gaps) / len(gaps):7.3f} (one trial's end to the next one's start)"
+            )
 
 
 def real_pieces(tmp: Path, attempt: str) -> dict[str, float]:

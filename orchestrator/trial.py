@@ -206,7 +206,9 @@ class trial_scope:
     open is ended (FINISHED, or FAILED when the trial raised; MLflow's fluent run stack is per thread and
     Tune runs each trial in a new thread, so the next trial could not end it), and the environment
     (e.g. ``MLFLOW_RUN_ID``) and working directory are put back. The trial's config is rebuilt from the
-    sweep's trial table for every trial, so nothing of it carries over."""
+    sweep's trial table for every trial, so nothing of it carries over. Not reset: module globals of the
+    trial's own code and MLflow's process-wide fluent tracking URI (``mlflow.set_tracking_uri``; the
+    project never uses it: every client is built from the trial's explicit URI)."""
 
     def __init__(self, seed: int):
         self.seed = int(seed)
