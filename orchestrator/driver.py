@@ -41,14 +41,17 @@ from orchestrator.tracking import Tracker
 from orchestrator.trial import (
     ALLOW_TRIAL_FN_ENV,
     DEFAULT_TRIAL_FN,
+    StartupClock,
     TuneSink,
     check_parent,
     find_trial_fn,
     load_trial_fn,
+    process_start_time,
     restore_checkpoint,
     run_tracked,
     split_trial_fn,
     trial_fn_allowed,
+    trial_scope,
 )
 
 log = logging.getLogger(__name__)
@@ -61,8 +64,23 @@ log = logging.getLogger(__name__)
 def _trainable(config: dict[str, Any], trials: dict[str, dict], settings: dict[str, Any]) -> None:
     """The Ray Tune function trainable: one trial id -> its TrialConfig -> ``run_tracked``.
 
+    Tune reuses the worker for the next trial (``reuse_actors=True``): the process, its imports (Ray,
+    MLflow, torch, the trial function's module), MLflow's store and the process-wide memos of the trial
+    function are set up once per worker. Each trial runs in a ``trial_scope`` (its own seed, environment
+    and working directory; a fluent MLflow run it leaves open is ended) and its config is rebuilt from the
+    trial table, so a reused worker carries nothing of the previous trial into the next.
     Its name is the trainable's identifier in saved Tune state (``Tuner.restore`` checks it): keep it.
     """
+    global _TRIALS_IN_PROCESS
+    entered = time.time()
+    first = {}
+    if _TRIALS_IN_PROCESS == 0:  # a new worker: what its start cost (0 in a reused one)
+        started = process_start_time()
+        if started is not None:
+            first["worker_boot_imports"] = max(0.0, _DRIVER_LOADED_AT - started)
+            first["worker_to_trial"] = max(0.0, entered - _DRIVER_LOADED_AT)
+    _TRIALS_IN_PROCESS += 1
+    clock = StartupClock(**first)
     from ray import tune  # Ray is loaded only where a sweep runs (plans and dry runs do without it)
 
     for p in reversed(settings.get("sys_path", [])):
@@ -75,10 +93,19 @@ def _trainable(config: dict[str, Any], trials: dict[str, dict], settings: dict[s
         os.environ.setdefault(k, v)
     cfg = TrialConfig.from_dict(trials[config["trial_id"]])
     check_parent(cfg, trials)
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        restore_checkpoint(ckpt, cfg.output_dir)
-    run_tracked(cfg, load_trial_fn(settings["trial_fn"]), tune_sink=TuneSink(cfg.output_dir))
+    clock.mark("config_and_parent")
+    fn = load_trial_fn(settings["trial_fn"])  # before the scope: what its module loads gets seeded
+    clock.mark("trial_fn_import")
+    with trial_scope(cfg.train.seed):
+        ckpt = tune.get_checkpoint()
+        if ckpt is not None:
+            restore_checkpoint(ckpt, cfg.output_dir)
+        clock.mark("checkpoint_restore")
+        run_tracked(cfg, fn, tune_sink=TuneSink(cfg.output_dir), clock=clock)
+
+
+_DRIVER_LOADED_AT = time.time()  # in a Ray worker: when unpickling the trainable had imported this module
+_TRIALS_IN_PROCESS = 0  # trials this process has started (a reused Ray worker runs more than one)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -505,6 +532,7 @@ def _tuner(trainable, ray_dir: Path, ids: list[str], trials: dict[str, dict], sp
         param_space=space,
         tune_config=tune.TuneConfig(
             max_concurrent_trials=spec.get("max_concurrent"),
+            reuse_actors=True,  # one worker runs trial after trial (see _trainable): no process per trial
             trial_name_creator=_trial_name,
             trial_dirname_creator=_trial_name,
         ),

@@ -244,15 +244,33 @@ class Tracker:
             self.call(lambda: self.client.update_run(run.info.run_id, status="SCHEDULED"), what="update run")
         return run.info.run_id
 
-    def set_status(self, run_id: str, status: str, message: str = "") -> None:
-        """Status tag (+ error message) and the matching MLflow run state; a new attempt clears old errors."""
+    @staticmethod
+    def status_tags(status: str, message: str = "") -> list:
+        """The tags ``set_status`` writes (``RunTag`` list), for a caller that batches them with params."""
         from mlflow.entities import RunTag
 
         tags = [RunTag(TAG_STATUS, status)]
         if message:
             tags.append(RunTag(TAG_ERROR, message[-MAX_TAG_VAL_LENGTH:]))
-        self.call(lambda: self.client.log_batch(run_id, tags=tags), what="set status")
-        if status in ("running", "finished") and not message:
+        return tags
+
+    def set_status(
+        self,
+        run_id: str,
+        status: str,
+        message: str = "",
+        *,
+        tags_sent: bool = False,
+        has_error_tag: bool | None = None,
+    ) -> None:
+        """Status tag (+ error message) and the matching MLflow run state; a new attempt clears old errors.
+
+        ``tags_sent``: the caller already wrote ``status_tags`` (in its own batch); ``has_error_tag=False``:
+        the caller knows the run holds no error tag, so none is deleted (one round trip less)."""
+        if not tags_sent:
+            tags = self.status_tags(status, message)
+            self.call(lambda: self.client.log_batch(run_id, tags=tags), what="set status")
+        if status in ("running", "finished") and not message and has_error_tag is not False:
             try:
                 self.client.delete_tag(run_id, TAG_ERROR)
             except Exception:  # no error tag to clear
@@ -324,6 +342,7 @@ class MlflowSink:
         self._pending_status: tuple[str, str] | None = None
         self._pending_tags: dict[str, str] = {}
         self._known_params: dict[str, str] | None = None
+        self._has_error_tag: bool | None = None  # unknown until the run has been read
         self._conflicts: dict[str, tuple[str, str]] = {}
         self._synced = 0
         self._rows = 0
@@ -416,6 +435,19 @@ class MlflowSink:
             p.write_text(json.dumps(old, indent=1, ensure_ascii=False))
         self.flush(force=True)
 
+    def start(self, params: dict[str, Any], *, run=None) -> None:
+        """A trial's start in one batched write: status ``running`` and its params (``log_batch``).
+
+        ``run``: the trial's MLflow run as the caller just read it (``client.get_run``), so the params it
+        already holds (a retry) and whether it carries an old error tag are known without a second read."""
+        if run is not None and run.info.run_id == self.run_id:
+            self._known_params = dict(run.data.params)
+            self._has_error_tag = TAG_ERROR in run.data.tags
+        if self.local_dir is not None:
+            (self.local_dir / "status.json").write_text(json.dumps({"status": "running", "message": ""}))
+        self._pending_status = ("running", "")
+        self.log_params(params)  # flushes: params and the status tag in one batch
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         vals = {}
         for k, v in metrics.items():
@@ -500,6 +532,7 @@ class MlflowSink:
         t = self.tracker
         run_id = t.call(self._ensure_run, what="find run")
         client = t.client
+        status_sent = False
         if self._pending_params:
             if self._known_params is None:
                 run = t.call(lambda: client.get_run(run_id), what="get run")
@@ -514,8 +547,13 @@ class MlflowSink:
             items = list(new.items())
             for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
                 chunk = [Param(k, v) for k, v in items[i : i + MAX_PARAMS_PER_BATCH]]
-                t.call(lambda c=chunk: client.log_batch(run_id, params=c), what="log params")
+                tags = []  # the status of a starting trial rides with its last params chunk
+                if self._pending_status is not None and i + MAX_PARAMS_PER_BATCH >= len(items):
+                    tags = t.status_tags(*self._pending_status)
+                t.call(lambda c=chunk, g=tags: client.log_batch(run_id, params=c, tags=g), what="log params")
                 self._known_params.update(items[i : i + MAX_PARAMS_PER_BATCH])
+                if tags:
+                    status_sent = True
             self._pending_params = {}
             if self._conflicts:
                 log.warning(
@@ -551,8 +589,12 @@ class MlflowSink:
             self._pending_artifacts.pop(0)
         if self._pending_status is not None:
             status, message = self._pending_status
-            t.set_status(run_id, status, message)
+            t.set_status(run_id, status, message, tags_sent=status_sent, has_error_tag=self._has_error_tag)
             self._pending_status = None
+            if message:
+                self._has_error_tag = True
+            elif status in ("running", "finished"):
+                self._has_error_tag = False  # cleared by set_status
 
 
 def format_error(e: BaseException) -> str:

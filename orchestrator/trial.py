@@ -8,10 +8,12 @@ Tune sink touches Ray, and only when a trial runs under Tune.
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import json
 import logging
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -21,7 +23,7 @@ from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any
 
-from analysis.mlflow_contract import DONE_STATUSES
+from analysis.mlflow_contract import DONE_STATUSES, TAG_STATUS
 from model.config import TrialConfig, flatten
 from model.sink import MultiSink
 from orchestrator.plan import SpecError, parent_of, phase_of
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 REPORT_EVERY_S = 10.0  # metrics-only Tune reports are rate limited; checkpoints and the end always report
 CKPT_META = "vits_scaling_checkpoint.json"
+STARTUP_FILE = "startup.json"  # one trial's start-up seconds by phase (StartupClock), in its output directory
 PARAM_SKIP = ("tracking.", "axes.")
 PARAM_SKIP_TOP = {"name", "trial_id", "sweep", "output_dir"}
 
@@ -138,6 +141,102 @@ def trial_params(cfg: TrialConfig) -> dict[str, Any]:
     return out
 
 
+class StartupClock:
+    """Seconds of one trial's start-up and end, by phase, written to ``<output_dir>/startup.json``.
+
+    Phases are marked in order (``mark(name)`` books the time since the previous mark); the Ray trainable
+    starts the clock when Tune calls it and adds ``worker_start`` (process start, Ray worker boot, the
+    imports of unpickling the trainable: 0 in a reused worker); ``run_tracked`` marks ``mlflow_setup``
+    (run lookup, status and params), ``trial_to_step1`` (the trial function's own start-up: data,
+    FLOP counting, nets, up to its first logged training step) and ``teardown`` (after the trial returns:
+    the last flush and the final report), plus ``started_at`` / ``ended_at`` (epoch seconds).
+    ``bench/orchestration_overhead.py`` reads the files."""
+
+    def __init__(self, **first: float):
+        self.phases: dict[str, float] = {k: round(v, 4) for k, v in first.items()}
+        self.started_at = time.time()  # epoch seconds: the bench reads the gaps between trials from these
+        self._t = time.perf_counter()
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases[name] = round(self.phases.get(name, 0.0) + now - self._t, 4)
+        self._t = now
+
+    def skip(self) -> None:
+        """Start the next phase now (the time since the last mark is not start-up: training steps)."""
+        self._t = time.perf_counter()
+
+    def write(self, output_dir: str | Path) -> None:
+        try:
+            times = {"started_at": self.started_at, "ended_at": time.time()}
+            (Path(output_dir) / STARTUP_FILE).write_text(json.dumps({**self.phases, **times}, indent=1))
+        except OSError as e:  # a record for the benchmark, never a reason to fail the trial
+            log.debug("could not write %s: %s", STARTUP_FILE, e)
+
+
+def process_start_time() -> float | None:
+    """When this process started (epoch seconds, to 10 ms), from ``/proc`` (None where there is none)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def seed_all(seed: int) -> None:
+    """Seed Python's ``random`` and, where the process has loaded them, numpy's and torch's global streams:
+    a reused worker gives each trial the streams its own seed gives, never the previous trial's leftovers.
+    The Ray trainable calls it after importing the trial function, so whatever that function's module
+    imports is seeded in a fresh worker as in a reused one; a module the trial imports only later, inside
+    the function, starts from its import-time state in a fresh worker (torch's fixed default seed, numpy's
+    OS entropy). The project's trainer seeds all three itself (``model.train.loop.seed_everything``)."""
+    random.seed(seed)
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed(seed % 2**32)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
+
+
+class trial_scope:
+    """Context of one trial in a process that may run more (a reused Ray worker, ``reuse_actors=True``).
+
+    On entry the random streams are seeded from the trial's own ``train.seed`` (``seed_all``) and the
+    environment and working directory are remembered; on exit a fluent MLflow run the trial function left
+    open is ended (FINISHED, or FAILED when the trial raised; MLflow's fluent run stack is per thread and
+    Tune runs each trial in a new thread, so the next trial could not end it), and the environment
+    (e.g. ``MLFLOW_RUN_ID``) and working directory are put back. The trial's config is rebuilt from the
+    sweep's trial table for every trial, so nothing of it carries over. Not reset: module globals of the
+    trial's own code and MLflow's process-wide fluent tracking URI (``mlflow.set_tracking_uri``; the
+    project never uses it: every client is built from the trial's explicit URI)."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def __enter__(self) -> trial_scope:
+        self._env = dict(os.environ)
+        self._cwd = os.getcwd()
+        seed_all(self.seed)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if "mlflow" in sys.modules:  # only a trial that imported MLflow can have left a fluent run
+            import mlflow  # already loaded: no import cost
+
+            try:
+                while mlflow.active_run() is not None:
+                    mlflow.end_run("FAILED" if exc_type is not None else "FINISHED")
+            except Exception as e:  # the store may be down; the run then stays as the trial left it
+                log.warning("could not end the MLflow run the trial left open: %s", e)
+        for k in set(os.environ) - set(self._env):
+            del os.environ[k]
+        for k, v in self._env.items():
+            if os.environ.get(k) != v:
+                os.environ[k] = v
+        with contextlib.suppress(OSError):
+            os.chdir(self._cwd)
+
+
 class TuneSink:
     """Reports a trial's latest metrics (and checkpoints) to Ray Tune."""
 
@@ -213,15 +312,20 @@ def restore_checkpoint(checkpoint, output_dir: str | Path) -> Path | None:
 
 
 class _Watch:
-    """Remembers the last status the trial function set."""
+    """Remembers the last status the trial function set, and when it logged its first training step."""
 
     status: str | None = None
+
+    def __init__(self, clock: StartupClock | None = None):
+        self.clock = clock
 
     def log_params(self, params):
         pass
 
     def log_metrics(self, metrics, step):
-        pass
+        if self.clock is not None and int(step) >= 1:
+            self.clock.mark("trial_to_step1")  # the trial function's own start-up (data, FLOPs, nets)
+            self.clock = None
 
     def log_artifact(self, path, artifact_path=None):
         pass
@@ -233,15 +337,12 @@ class _Watch:
         self.status = status
 
 
-def _finished_metrics(tracker: Tracker, run_id: str) -> dict[str, float] | None:
-    """Final metrics of a run that already finished (a re-run of a finished trial then does nothing)."""
+def _stored_run(tracker: Tracker, run_id: str):
+    """The trial's run as MLflow holds it (None if unreachable now: the sink buffers and retries)."""
     try:
-        status, metrics = tracker.run_state(run_id, retry_s=5.0)
+        return tracker.call(lambda: tracker.client.get_run(run_id), what="get run", retry_s=5.0)
     except TrackingUnavailable:
         return None
-    if status in DONE_STATUSES:
-        return metrics
-    return None
 
 
 @dataclass
@@ -260,25 +361,36 @@ class TrialOutcome:
         return getattr(self, key)
 
 
-def run_tracked(cfg: TrialConfig, trial_fn, *, tune_sink: TuneSink | None = None) -> TrialOutcome:
-    """Run one trial with MLflow (+ Tune) sinks; the trial's status and error end up in its run."""
+def run_tracked(
+    cfg: TrialConfig, trial_fn, *, tune_sink: TuneSink | None = None, clock: StartupClock | None = None
+) -> TrialOutcome:
+    """Run one trial with MLflow (+ Tune) sinks; the trial's status and error end up in its run.
+
+    The run is read once (a finished trial is not re-run; its params seed the sink, so nothing is read
+    twice) and the trial's start (status ``running`` + all params) goes out in one batched write.
+    ``clock`` (a ``StartupClock``) books the start-up phases; ``startup.json`` is written either way."""
+    clock = clock or StartupClock()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ml = MlflowSink.for_trial(cfg, local_dir=out / "tracking")
-    if ml.run_id:
-        done = _finished_metrics(ml.tracker, ml.run_id)
-        if done is not None:
-            log.info("trial %s already finished in MLflow; not re-running", cfg.trial_id)
-            if tune_sink is not None:
-                tune_sink.latest.update(done)
-                tune_sink.report(already_finished=1)
-            return TrialOutcome("finished", metrics=done, skipped=True)
-    ml.set_status("running")
-    ml.log_params(trial_params(cfg))
-    watch = _Watch()
+    run = _stored_run(ml.tracker, ml.run_id) if ml.run_id else None
+    if run is not None and run.data.tags.get(TAG_STATUS) in DONE_STATUSES:
+        log.info("trial %s already finished in MLflow; not re-running", cfg.trial_id)
+        done = dict(run.data.metrics)
+        if tune_sink is not None:
+            tune_sink.latest.update(done)
+            tune_sink.report(already_finished=1)
+        return TrialOutcome("finished", metrics=done, skipped=True)
+    ml.start(trial_params(cfg), run=run)
+    clock.mark("mlflow_setup")
+    watch = _Watch(clock)
     sink = MultiSink(ml, watch, tune_sink)
     try:
         result = trial_fn(cfg, sink, resume=True)
+        if watch.clock is None:
+            clock.skip()  # from the first step to here the trial trained: not start-up
+        else:
+            clock.mark("trial_to_step1")  # it never logged a step: all of it counts as its start-up
     except (SystemExit, KeyboardInterrupt) as e:  # stopped by Tune (cancel, Ctrl+C): resumable, not failed
         try:
             ml.set_status("cancelled", f"stopped: {type(e).__name__}")
@@ -296,6 +408,8 @@ def run_tracked(cfg: TrialConfig, trial_fn, *, tune_sink: TuneSink | None = None
     if watch.status not in ("finished", "diverged", "failed"):
         ml.set_status("finished")
     ml.close()
+    clock.mark("teardown")
+    clock.write(out)
     if tune_sink is not None:
         tune_sink.report(done=1)
     return TrialOutcome(watch.status or "finished", result=result)

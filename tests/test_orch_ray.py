@@ -10,11 +10,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -29,12 +31,19 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def services(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("services")
-    head = RayHead(tmp)
-    try:
-        server = MlflowServer(tmp)
-    except Exception:
-        head.stop()
-        raise
+    with ThreadPoolExecutor(1) as pool:  # the MLflow server starts while the Ray head does
+        pending = pool.submit(MlflowServer, tmp)
+        try:
+            head = RayHead(tmp)
+        except Exception:
+            with contextlib.suppress(Exception):
+                pending.result().stop()
+            raise
+        try:
+            server = pending.result()
+        except Exception:
+            head.stop()
+            raise
     yield head, server
     server.stop()
     head.stop()
@@ -117,6 +126,50 @@ def test_failing_trial_is_marked_and_others_finish(services, tmp_path):
     assert starts == [0, 4]  # failed at step 5, resumed from the step-4 checkpoint
     steps = [m.step for m in t.client.get_metric_history(resumed.info.run_id, "loss_g_total")]
     assert steps[-1] == 8 and set(steps) == set(range(1, 9))
+
+
+def test_reused_workers_leak_no_config_seed_env_or_mlflow_run(services, tmp_path, monkeypatch):
+    """Tune reuses one worker for trial after trial (``reuse_actors``): each trial still gets its own
+    config, seeded random streams and MLflow run; what the previous trial left (an env var,
+    ``MLFLOW_RUN_ID``, an open fluent run, advanced streams) is gone; a failed trial's retry resumes from
+    its checkpoint in the same run."""
+    from orchestrator.driver import submit_sweep
+    from tests.reuse_probe import LEAK_ENV
+
+    head, server = services
+    monkeypatch.chdir(tmp_path)
+    f = sweep_file(tmp_path, "reuse", tracking_uri=server.uri)
+    res = submit_sweep(f, address=head.address, progress=False, allow_trial_fn=True)
+    assert [t["status"] for t in res.trials] == ["finished"] * 4, res.trials
+    t, runs, _ = _runs(server.uri, "reuse")
+    assert len(runs) == 4  # the retries reused their runs
+    by_tid = {r.data.tags["vits_scaling.trial_id"]: r for r in runs}
+    probes = []
+    for row in res.trials:
+        tdir = tmp_path / "sweeps" / "reuse" / "trials" / row["trial_id"]
+        attempts = [json.loads(x) for x in (tdir / "probe.jsonl").read_text().splitlines()]
+        planned = json.loads((tmp_path / "sweeps" / "reuse" / "trials.json").read_text())[row["trial_id"]]
+        for a in attempts:  # its own config and run, in every attempt
+            assert a["trial_id"] == row["trial_id"] and a["run_id"] == row["run_id"]
+            assert a["width"] == planned["model"]["hidden_channels"] and a["seed"] == planned["train"]["seed"]
+            assert a["left_env"] is None and a["mlflow_run_id_env"] is None and a["active_run"] is None
+            left = t.client.get_run(a["left_open"])  # ended when its trial ended, not left RUNNING
+            assert left.info.status in ("FINISHED", "FAILED") and left.info.run_id != row["run_id"]
+        assert json.loads((tdir / "tracking" / "tracking.json").read_text())["run_id"] == row["run_id"]
+        assert by_tid[row["trial_id"]].data.params["axis.width"] == str(planned["axes"]["width"])
+        if planned["axes"].get("extra.fail"):  # failed at step 3, retried from the step-2 checkpoint
+            starts = [json.loads(x)["start_step"] for x in (tdir / "attempts.jsonl").read_text().splitlines()]
+            assert starts == [0, 2] and len(attempts) == 2
+        probes += attempts
+    pids = [p["pid"] for p in probes]
+    assert len(set(pids)) < len(pids), "no worker ran a second trial: actors were not reused"
+    # same seed -> the same draws, whatever ran before in that worker; another seed -> other draws
+    draws = {}
+    for p in probes:
+        draws.setdefault(p["seed"], set()).add((p["random"], p["numpy"], p["torch"]))
+    assert {s: len(d) for s, d in draws.items()} == {1: 1, 2: 1}
+    assert draws[1] != draws[2]
+    assert LEAK_ENV not in os.environ
 
 
 def _finished_trials(sweep_dir: Path) -> set[str]:

@@ -140,3 +140,52 @@ def test_tracking_down_keeps_local_results_and_fails_clearly(tmp_path, monkeypat
     ]
     assert [r["step"] for r in rows if "loss_g_total" in r["m"]] == list(range(1, 7))
     assert json.loads((Path(cfg.output_dir) / "tracking" / "status.json").read_text())["status"] == "finished"
+
+
+def test_a_trial_start_is_one_read_and_one_batched_write(tmp_path, monkeypatch):
+    """``run_tracked`` on a run the driver created (an earlier attempt failed): the run is read once, the
+    status and every param go out in ``log_batch`` calls of at most 100 params (the status tag with the
+    last), the old error tag is cleared, and ``startup.json`` books the phases."""
+    from mlflow import MlflowClient
+
+    from orchestrator.trial import STARTUP_FILE
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    t = Tracker(uri)
+    cfg = _cfg(tmp_path, uri)
+    rid = t.trial_run("vits-scaling", "s", "t1", status="pending")
+    t.set_status(rid, "failed", "an earlier attempt failed")
+    cfg.tracking.run_id = rid
+    calls = []
+    real_batch, real_get = MlflowClient.log_batch, MlflowClient.get_run
+
+    def log_batch(self, run_id, metrics=(), params=(), tags=(), **kw):
+        calls.append(("log_batch", len(params or ()), [g.key for g in tags or ()]))
+        return real_batch(self, run_id, metrics=metrics, params=params, tags=tags, **kw)
+
+    def get_run(self, run_id):
+        calls.append(("get_run",))
+        return real_get(self, run_id)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
+    monkeypatch.setattr(MlflowClient, "get_run", get_run)
+    at_start = []
+
+    def trial(cfg, sink, *, resume=True):
+        at_start.extend(calls)
+        sink.log_metrics({"loss": 1.0}, 1)
+        sink.set_status("finished")
+        return {}
+
+    assert run_tracked(cfg, trial).status == "finished"
+    n = sum(v is not None for v in trial_params(cfg).values())  # None values are not logged
+    batches = [c for c in at_start if c[0] == "log_batch"]
+    assert [c for c in at_start if c[0] == "get_run"] == [("get_run",)]
+    assert sum(c[1] for c in batches) == n and len(batches) == -(-n // 100)
+    assert [c[2] for c in batches] == [[]] * (len(batches) - 1) + [[TAG_STATUS]]
+    run = real_get(t.client, rid)
+    assert run.data.tags[TAG_STATUS] == "finished" and TAG_ERROR not in run.data.tags
+    assert len(run.data.params) >= n
+    phases = json.loads((Path(cfg.output_dir) / STARTUP_FILE).read_text())
+    assert {"mlflow_setup", "trial_to_step1", "teardown"} <= set(phases)
+    assert all(v >= 0 for v in phases.values())
