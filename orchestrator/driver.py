@@ -37,6 +37,7 @@ from analysis.mlflow_contract import UNFINISHED_STATUSES
 from model.config import TrialConfig
 from orchestrator import state as st
 from orchestrator.plan import PHASES, Plan, SpecError, SweepSpec, load_spec, phase_of, resolve
+from orchestrator.plan.checks import check_trial_inputs
 from orchestrator.tracking import Tracker
 from orchestrator.trial import (
     ALLOW_TRIAL_FN_ENV,
@@ -218,6 +219,12 @@ def submit_sweep(
     plan = resolve(spec)
     if trial_fn_note:
         plan.notes.append(trial_fn_note)
+    if (
+        spec.trial_fn == DEFAULT_TRIAL_FN
+    ):  # the project's trainer: its text model and style encoder must be here
+        # refused when trials run on this machine (local Ray); with --address, workers may hold what we lack
+        for note in check_trial_inputs(plan, refuse=not dry_run and address is None):
+            plan.notes.append(note)
     sweep_dir = plan.sweep_dir
     if dry_run:
         return SweepResult(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from fixtures_data import builtin_corpus, data_cfg, write_tiny_bert  # noqa: F401 - fixture
 
 from model.config import ConfigError, DataConfig, TrialConfig, preset_config
@@ -408,3 +409,27 @@ def test_text_feature_sweep_runs_end_to_end_and_the_table_has_the_columns(sweep_
     shown = table[cols].copy()
     shown["data.text_features"] = shown["data.text_features"].map(lambda s: Path(str(s)).name)
     print("\n" + shown.to_string(index=False))
+
+
+def test_a_sweep_whose_text_model_is_missing_is_refused_at_submit(tmp_path, empty_hf_cache):
+    """A missing text model (or an unusable style encoder) is found once per sweep before any trial starts:
+    a dry run notes it, a local submit refuses it naming the trials and the field, and launches nothing."""
+    from orchestrator.driver import submit_sweep
+    from orchestrator.plan import SpecError
+
+    spec = {
+        "name": "missing_text_model",
+        "storage_path": str(tmp_path / "runs"),
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "base": {"preset": "tiny", "data": {"text_features": "bert"}, "train": {"steps": 2}},
+        "axes": {"width": [16, 32], "data.style_encoder": ["zeros", "torchscript:/nowhere/enc.pt"]},
+        "estimate": {"count": False},
+    }
+    f = tmp_path / "sweep.yaml"
+    f.write_text(yaml.safe_dump(spec))
+    notes = " ".join(submit_sweep(f, dry_run=True, progress=False).plan.notes)
+    assert "data.bert_model" in notes and "ku-nlp/deberta-v2-large-japanese-char-wwm" in notes
+    assert "data.style_encoder" in notes and "/nowhere/enc.pt" in notes
+    with pytest.raises(SpecError, match=r"sweep.yaml.*trials .*: data.bert_model: .*not available offline"):
+        submit_sweep(f, progress=False)
+    assert not (tmp_path / "runs" / "missing_text_model").exists()  # nothing launched, no state written

@@ -217,3 +217,41 @@ def skip_reason(cfg: TrialConfig, hours_cache: dict[str, float | None], notes: l
                 return f"data_hours {hours:g} is more than the pool of {level} holds ({avail:.3g} h in {d.corpus})"
             return f"data_hours {hours:g} is more than the corpus holds ({avail:.3g} h in {cfg.data.corpus})"
     return None
+
+
+def check_trial_inputs(plan, *, refuse: bool) -> list[str]:
+    """Whether this machine holds what the trials' inputs need: each distinct text-feature model
+    (``model.text.features.check_available``: config and weights local or in the HF cache, the layer range)
+    and style encoder (``model.data.style.check_style``: package or file present, width = ``model.style_dim``).
+    Each distinct setting is checked once. ``refuse`` (a submit whose trials run on this machine): a problem
+    is a ``SpecError`` naming the trials and the field, before any trial starts, instead of every trial
+    failing at its start; otherwise (a dry run, or a cluster whose workers may hold what the head lacks)
+    the problems come back as notes to print."""
+    from model.data.style import check_style  # model.data loads torch: only when a plan is resolved
+    from model.text.features import check_available
+
+    problems: dict[str, list[str]] = {}
+    seen: dict[str, str | None] = {}
+    for t in plan.trials:
+        d = t.config.data
+        for key, check in (
+            (json.dumps(["text", d.text_features, d.bert_model, d.text_features_kind, d.text_features_layers]),
+             lambda d=d: check_available(d)),
+            (json.dumps(["style", d.style_encoder, t.config.model.style_dim]),
+             lambda d=d, t=t: check_style(d, t.config.model.style_dim)),
+        ):  # fmt: skip
+            if key not in seen:
+                try:
+                    check()
+                    seen[key] = None
+                except ConfigError as e:
+                    seen[key] = str(e)
+            if seen[key] is not None:
+                problems.setdefault(seen[key], []).append(t.trial_id)
+    lines = []
+    for why, ids in problems.items():
+        which = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+        lines.append(f"trials {which}: {why}")
+    if lines and refuse:
+        raise SpecError(f"{plan.spec.where()}: " + "; ".join(lines))
+    return [f"{line} (trials on this machine would refuse to start)" for line in lines]
